@@ -1,0 +1,240 @@
+"""The `Analysis` type: the one result that perception produces and every other
+part of FaceReason (agent, training, evals, API) reads.
+
+Per-track time series are stored column-wise as numpy arrays (fast to compute
+on, serialised to JSON as nested lists). Column names live next to the data
+(`blendshape_names`, `au_codes`, `emotion_labels`) so a user-defined label set
+travels with the result.
+
+Units: timestamps in seconds from the start of the media; boxes in pixels
+(x0, y0, x1, y1); pose in degrees (pitch, yaw, roll); AU intensity on the
+FACS 0-5 scale; probabilities in [0, 1]; valence/arousal in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, WithJsonSchema
+
+from tools.facs import AU_NAMES, BLENDSHAPE_NAMES, EMOTIONS
+
+
+def _to_array(v: Any) -> np.ndarray:
+    a = np.asarray(v)
+    if a.dtype == object:
+        raise ValueError("array fields must be rectangular numbers")
+    return a.astype(np.float32, copy=False) if a.dtype.kind == "f" or a.size == 0 else a
+
+
+def _to_list(a: np.ndarray) -> list:
+    if a.dtype.kind == "f":
+        return np.round(a.astype(np.float64), 5).tolist()
+    return a.tolist()
+
+
+Array = Annotated[
+    np.ndarray,
+    PlainValidator(_to_array),
+    PlainSerializer(_to_list, return_type=list),
+    WithJsonSchema({"type": "array", "items": {}}),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+
+class SourceInfo(_Model):
+    name: str = Field(description="file name only; never a server path")
+    kind: Literal["video", "image"]
+    width: int
+    height: int
+    duration_s: float | None = None
+    native_fps: float | None = None
+    n_frames: int | None = Field(None, description="frames in the container, if it says")
+    codec: str | None = None
+    size_bytes: int = 0
+    sha256: str = ""
+
+
+class Sampling(_Model):
+    target_fps: float | None = Field(None, description="None: every frame was analysed")
+    frames_decoded: int = 0
+    frames_analysed: int = 0
+    timestamps: Array = Field(default_factory=lambda: np.zeros(0, np.float32))
+
+
+class EmotionSegment(_Model):
+    label: str
+    start: float
+    end: float
+    peak_time: float
+    mean_prob: float
+    peak_prob: float
+    micro: bool = Field(False, description="shorter than 0.5 s: a possible micro-expression")
+
+
+class AUEvent(_Model):
+    au: str
+    name: str
+    onset: float
+    apex: float
+    offset: float
+    peak_intensity: float
+    micro: bool = False
+
+
+class TrackSummary(_Model):
+    dominant_emotion: str
+    dominant_share: float
+    strongest_aus: list[tuple[str, float]] = Field(default_factory=list)
+    mean_valence: float = 0.0
+    mean_arousal: float = 0.0
+    occluded_share: float = 0.0
+
+
+class ContextResult(_Model):
+    status: Literal["ok", "unavailable", "off"] = "off"
+    message: str = ""
+    model: str | None = None
+    scene: dict[str, float] = Field(default_factory=dict)
+    face: dict[str, float] = Field(default_factory=dict)
+
+
+class Track(_Model):
+    track_id: int
+    frame_index: Array = Field(description="decoded-frame numbers (0-based) of each row")
+    timestamps: Array
+    bbox: Array = Field(description="(n, 4) x0, y0, x1, y1 in pixels")
+    confidence: Array = Field(description="(n,) landmark quality in [0, 1]")
+    pose: Array = Field(description="(n, 3) pitch, yaw, roll in degrees")
+    blendshapes: Array = Field(description="(n, 52) scores, columns = Analysis.blendshape_names")
+    landmarks: Array | None = Field(
+        None, description="(n, 478, 3) x, y in pixels, z at x's scale; omitted unless asked"
+    )
+    # Filled by expression measurement (tools.aus, tools.emotion, tools.timeline).
+    aus: Array | None = Field(None, description="(n, K) intensity 0-5, columns = au_codes")
+    au_occurrence: Array | None = Field(None, description="(n, K) 0/1")
+    au_reliable: Array | None = Field(None, description="(n, K) 0 where the region is occluded")
+    emotions: Array | None = Field(None, description="(n, C) probabilities, columns = emotion_labels")
+    valence: Array | None = None
+    arousal: Array | None = None
+    occlusion: Array | None = Field(None, description="(n,) occlusion score in [0, 1]")
+    segments: list[EmotionSegment] = Field(default_factory=list)
+    events: list[AUEvent] = Field(default_factory=list)
+    summary: TrackSummary | None = None
+
+    @property
+    def n(self) -> int:
+        return int(len(self.timestamps))
+
+    @property
+    def start(self) -> float:
+        return float(self.timestamps[0]) if self.n else 0.0
+
+    @property
+    def end(self) -> float:
+        return float(self.timestamps[-1]) if self.n else 0.0
+
+
+class Analysis(_Model):
+    version: str = "1"
+    source: SourceInfo
+    sampling: Sampling
+    tracks: list[Track] = Field(default_factory=list)
+    blendshape_names: list[str] = Field(default_factory=lambda: list(BLENDSHAPE_NAMES))
+    au_codes: list[str] = Field(default_factory=lambda: list(AU_NAMES))
+    emotion_labels: list[str] = Field(default_factory=lambda: list(EMOTIONS))
+    context: ContextResult = Field(default_factory=ContextResult)
+    timings: dict[str, float] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+
+    @property
+    def no_face(self) -> bool:
+        return not self.tracks
+
+    def track(self, track_id: int) -> Track:
+        for t in self.tracks:
+            if t.track_id == track_id:
+                return t
+        raise KeyError(f"no face track {track_id}; tracks: {[t.track_id for t in self.tracks]}")
+
+    # ---------------------------------------------------------------- export
+    def to_json(self, include_landmarks: bool = False, indent: int | None = None) -> str:
+        exclude = None if include_landmarks else {"tracks": {"__all__": {"landmarks"}}}
+        return self.model_dump_json(exclude=exclude, indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Analysis:
+        return cls.model_validate_json(text)
+
+    def csv_columns(self, include_landmarks: bool = True) -> list[str]:
+        cols = ["frame", "timestamp", "face_id", "confidence",
+                "FaceRectX", "FaceRectY", "FaceRectWidth", "FaceRectHeight",
+                "pose_Rx", "pose_Ry", "pose_Rz"]
+        if include_landmarks and any(t.landmarks is not None for t in self.tracks):
+            n = next(t.landmarks.shape[1] for t in self.tracks if t.landmarks is not None)
+            cols += [f"x_{i}" for i in range(n)] + [f"y_{i}" for i in range(n)]
+        cols += list(self.blendshape_names)
+        if any(t.aus is not None for t in self.tracks):
+            cols += [f"{c}_r" for c in self.au_codes] + [f"{c}_c" for c in self.au_codes]
+        if any(t.emotions is not None for t in self.tracks):
+            cols += list(self.emotion_labels)
+        for extra in ("valence", "arousal", "occlusion"):
+            if any(getattr(t, extra) is not None for t in self.tracks):
+                cols.append(extra)
+        return cols
+
+    def csv_rows(self, include_landmarks: bool = True):
+        """One row per (frame, face), sorted by frame then face_id (OpenFace/py-feat style).
+
+        Pose columns follow OpenFace: pose_Rx = pitch, pose_Ry = yaw, pose_Rz = roll,
+        in radians.
+        """
+        cols = self.csv_columns(include_landmarks)
+        has_lm = "x_0" in cols
+        rows = []
+        for t in self.tracks:
+            for i in range(t.n):
+                x0, y0, x1, y1 = (float(v) for v in t.bbox[i])
+                r: list[Any] = [int(t.frame_index[i]), round(float(t.timestamps[i]), 4), t.track_id,
+                                round(float(t.confidence[i]), 4), round(x0, 1), round(y0, 1),
+                                round(x1 - x0, 1), round(y1 - y0, 1)]
+                r += [round(math.radians(float(v)), 5) for v in t.pose[i]]
+                if has_lm:
+                    if t.landmarks is None:
+                        r += [""] * (cols.index(self.blendshape_names[0]) - cols.index("x_0"))
+                    else:
+                        r += np.round(t.landmarks[i, :, 0], 2).tolist() + np.round(t.landmarks[i, :, 1], 2).tolist()
+                r += np.round(t.blendshapes[i], 5).tolist()
+                if self.au_codes and f"{self.au_codes[0]}_r" in cols:
+                    r += (np.round(t.aus[i], 4).tolist() if t.aus is not None else [""] * len(self.au_codes))
+                    r += (t.au_occurrence[i].astype(int).tolist() if t.au_occurrence is not None
+                          else [""] * len(self.au_codes))
+                if self.emotion_labels and self.emotion_labels[0] in cols:
+                    r += (np.round(t.emotions[i], 5).tolist() if t.emotions is not None
+                          else [""] * len(self.emotion_labels))
+                for extra in ("valence", "arousal", "occlusion"):
+                    if extra in cols:
+                        s = getattr(t, extra)
+                        r.append(round(float(s[i]), 5) if s is not None else "")
+                rows.append(r)
+        rows.sort(key=lambda r: (r[0], r[2]))
+        return cols, rows
+
+    def to_csv(self, path: str | Path | None = None, include_landmarks: bool = True) -> str:
+        cols, rows = self.csv_rows(include_landmarks)
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(cols)
+        w.writerows(rows)
+        text = buf.getvalue()
+        if path is not None:
+            Path(path).write_text(text)
+        return text
