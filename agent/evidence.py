@@ -1,0 +1,252 @@
+"""Read-only views of an `Analysis` for the agent, and its compact text rendering.
+
+Everything the engine, the tools and the faithfulness check know about a face
+comes from here, and everything here reads only the `Analysis` (segments,
+events, summary, columnar series). When timeline has not filled events or
+segments, the views fall back on the raw series so the agent still has facts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+import prompts
+from tools.analysis import Analysis, EmotionSegment, Track
+from tools.facs import AU_NAMES, AU_OCCURRENCE_THRESHOLD
+
+# A cited time may miss the measured span by this much (half a typical 4-frame
+# smoothing window at 8 fps) and still count as the same moment.
+TIME_TOLERANCE_S = 0.25
+OCCLUDED = 0.5  # occlusion score at which a frame counts as occluded
+
+
+@dataclass(frozen=True)
+class AUSpan:
+    """One observed activation of an AU: from an AUEvent, or from the occurrence series."""
+
+    au: str
+    name: str
+    start: float
+    end: float
+    apex: float
+    peak: float
+    micro: bool = False
+
+
+def au_names(analysis: Analysis) -> dict[str, str]:
+    return {c: AU_NAMES.get(c, c) for c in analysis.au_codes}
+
+
+def occurrence(analysis: Analysis, track: Track) -> np.ndarray | None:
+    """(n, K) boolean: AU present per frame (the occurrence series, or intensity >= threshold)."""
+    if track.au_occurrence is not None:
+        occ = np.asarray(track.au_occurrence) > 0.5
+    elif track.aus is not None:
+        occ = np.asarray(track.aus) >= AU_OCCURRENCE_THRESHOLD
+    else:
+        return None
+    if track.au_reliable is not None:
+        occ = occ & (np.asarray(track.au_reliable) > 0.5)
+    return occ
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Index ranges [i, j] (inclusive) of consecutive True values."""
+    idx = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return [(int(a), int(b) - 1) for a, b in zip(idx[::2], idx[1::2], strict=True)]
+
+
+def au_spans(analysis: Analysis, track: Track) -> list[AUSpan]:
+    """Observed AU activations, strongest first; events when timeline made them."""
+    names = au_names(analysis)
+    if track.events:
+        spans = [AUSpan(e.au, e.name or names.get(e.au, e.au), e.onset, e.offset, e.apex,
+                        e.peak_intensity, e.micro) for e in track.events]
+    else:
+        spans = []
+        occ = occurrence(analysis, track)
+        if occ is not None and track.aus is not None and track.n:
+            ts = np.asarray(track.timestamps, dtype=float)
+            aus = np.asarray(track.aus, dtype=float)
+            for k, code in enumerate(analysis.au_codes):
+                for a, b in _runs(occ[:, k]):
+                    seg = aus[a:b + 1, k]
+                    i = a + int(np.argmax(seg))
+                    spans.append(AUSpan(code, names.get(code, code), float(ts[a]), float(ts[b]),
+                                        float(ts[i]), float(seg.max()), float(ts[b] - ts[a]) < 0.5))
+    return sorted(spans, key=lambda s: (-s.peak, s.start))
+
+
+def au_observed(analysis: Analysis, track: Track, au: str, start: float | None = None,
+                end: float | None = None, tol: float = TIME_TOLERANCE_S) -> bool:
+    """True if `au` is present in the track (optionally overlapping [start, end] +- tol)."""
+    if au not in analysis.au_codes:
+        return False
+    for s in au_spans(analysis, track):
+        if s.au != au:
+            continue
+        if start is None or (s.start - tol <= (end if end is not None else start)
+                             and s.end + tol >= start):
+            return True
+    return False
+
+
+def segments(analysis: Analysis, track: Track) -> list[EmotionSegment]:
+    """Emotion segments in time order; one whole-track segment when timeline made none."""
+    if track.segments:
+        return sorted(track.segments, key=lambda s: s.start)
+    if track.emotions is None or not track.n or not analysis.emotion_labels:
+        return []
+    probs = np.asarray(track.emotions, dtype=float)
+    mean = probs.mean(axis=0)
+    k = int(np.argmax(mean))
+    i = int(np.argmax(probs[:, k]))
+    return [EmotionSegment(label=analysis.emotion_labels[k], start=track.start, end=track.end,
+                           peak_time=float(track.timestamps[i]), mean_prob=float(mean[k]),
+                           peak_prob=float(probs[i, k]))]
+
+
+def window(track: Track, start: float, end: float) -> np.ndarray:
+    """Row indices of frames with start <= t <= end (the nearest frame if none falls inside)."""
+    ts = np.asarray(track.timestamps, dtype=float)
+    idx = np.flatnonzero((ts >= start) & (ts <= end))
+    if idx.size == 0 and ts.size:
+        idx = np.array([int(np.argmin(np.abs(ts - (start + end) / 2)))])
+    return idx
+
+
+def mean_emotions(analysis: Analysis, track: Track, rows: np.ndarray | None = None) -> dict[str, float]:
+    if track.emotions is None or not track.n:
+        return {}
+    e = np.asarray(track.emotions, dtype=float)
+    e = e if rows is None else e[rows]
+    return {lab: float(v) for lab, v in zip(analysis.emotion_labels, e.mean(axis=0), strict=False)}
+
+
+def mean_affect(track: Track, rows: np.ndarray | None = None) -> tuple[float, float]:
+    """Mean valence and arousal (summary values when the series are absent)."""
+    out = []
+    for name in ("valence", "arousal"):
+        s = getattr(track, name)
+        if s is not None and track.n:
+            a = np.asarray(s, dtype=float)
+            out.append(float((a if rows is None else a[rows]).mean()))
+        elif track.summary is not None:
+            out.append(float(getattr(track.summary, f"mean_{name}")))
+        else:
+            out.append(0.0)
+    return out[0], out[1]
+
+
+def occluded_spans(track: Track) -> list[tuple[float, float]]:
+    if track.occlusion is None or not track.n:
+        return []
+    ts = np.asarray(track.timestamps, dtype=float)
+    return [(float(ts[a]), float(ts[b]))
+            for a, b in _runs(np.asarray(track.occlusion, dtype=float) >= OCCLUDED)]
+
+
+def occluded_share(track: Track) -> float:
+    if track.occlusion is not None and track.n:
+        return float((np.asarray(track.occlusion, dtype=float) >= OCCLUDED).mean())
+    return float(track.summary.occluded_share) if track.summary is not None else 0.0
+
+
+def top_aus(analysis: Analysis, track: Track, rows: np.ndarray | None = None,
+            k: int = 3) -> list[tuple[str, float]]:
+    """The k AUs with the highest peak intensity over `rows`, only those above threshold."""
+    if track.aus is None or not track.n:
+        if track.summary is not None:
+            return [(a, float(v)) for a, v in track.summary.strongest_aus[:k]
+                    if v >= AU_OCCURRENCE_THRESHOLD]
+        return []
+    aus = np.asarray(track.aus, dtype=float)
+    occ = occurrence(analysis, track)
+    if rows is not None:
+        aus, occ = aus[rows], (occ[rows] if occ is not None else None)
+    peak = np.where(occ, aus, 0.0).max(axis=0) if occ is not None and len(aus) else aus.max(axis=0)
+    order = np.argsort(-peak)[:k]
+    return [(analysis.au_codes[i], float(peak[i])) for i in order if peak[i] >= AU_OCCURRENCE_THRESHOLD]
+
+
+def _f(x: float) -> str:
+    return f"{x:.1f}"
+
+
+def _join(items: list[str], limit: int) -> str:
+    text = "; ".join(items[:limit])
+    if len(items) > limit:
+        text += prompts.fill(prompts.load_yaml("evidence")["more"], n=len(items) - limit)
+    return text
+
+
+def render_track(analysis: Analysis, track: Track, max_segments: int = 8, max_events: int = 10) -> str:
+    p = prompts.load_yaml("evidence")
+    lines = [prompts.fill(p["face"], track=track.track_id, start=_f(track.start), end=_f(track.end),
+                          occluded=f"{occluded_share(track):.0%}")]
+    segs = segments(analysis, track)
+    if segs:
+        items = [prompts.fill(p["segment_item"], label=s.label, start=_f(s.start), end=_f(s.end),
+                              prob=f"{s.mean_prob:.2f}") + (p["segment_micro"] if s.micro else "")
+                 for s in segs]
+        lines.append(prompts.fill(p["segments"], items=_join(items, max_segments)))
+        for s in segs[:max_segments]:
+            rows = window(track, s.start, s.end)
+            top = top_aus(analysis, track, rows)
+            if top:
+                lines.append(prompts.fill(p["top_aus_segment"], label=s.label, start=_f(s.start),
+                                          end=_f(s.end),
+                                          items=", ".join(f"{a} {v:.1f}" for a, v in top)))
+    else:
+        top = top_aus(analysis, track)
+        if top:
+            lines.append(prompts.fill(p["top_aus"], items=", ".join(f"{a} {v:.1f}" for a, v in top)))
+    spans = au_spans(analysis, track)
+    if spans:
+        chron = sorted(spans[:max_events], key=lambda s: s.start)
+        items = [prompts.fill(p["event_item"], au=s.au, name=s.name, onset=_f(s.start),
+                              offset=_f(s.end), apex=_f(s.apex), intensity=f"{s.peak:.1f}")
+                 for s in chron]
+        lines.append(prompts.fill(p["events"], items=_join(items, max_events)
+                                  + (prompts.fill(p["more"], n=len(spans) - max_events)
+                                     if len(spans) > max_events else "")))
+    else:
+        lines.append(p["no_events"])
+    occ = occluded_spans(track)
+    if occ:
+        lines.append(prompts.fill(p["occlusion"], items=", ".join(f"{_f(a)}-{_f(b)}" for a, b in occ[:6])))
+    val, aro = mean_affect(track)
+    lines.append(prompts.fill(p["affect"], valence=f"{val:+.2f}", arousal=f"{aro:+.2f}"))
+    return "\n".join(lines)
+
+
+def render_context(analysis: Analysis) -> str | None:
+    p = prompts.load_yaml("evidence")
+    ctx = analysis.context
+    if ctx.status == "ok":
+        scores = sorted({**ctx.scene, **ctx.face}.items(), key=lambda kv: -kv[1])[:4]
+        return prompts.fill(p["context_line"], model=ctx.model or "CLIP",
+                            scores=", ".join(f"{k} {v:.2f}" for k, v in scores))
+    if ctx.status == "unavailable":
+        return prompts.fill(p["context_unavailable"], message=ctx.message or "unavailable")
+    return None
+
+
+def render(analysis: Analysis, track_id: int | None = None) -> str:
+    """Compact text for the model: media line, context, then each face (or just one)."""
+    p = prompts.load_yaml("evidence")
+    src = analysis.source
+    dur = src.duration_s if src.duration_s is not None else (
+        max((t.end for t in analysis.tracks), default=0.0))
+    lines = [prompts.fill(p["header"], name=src.name, kind=src.kind, duration=_f(dur or 0.0),
+                          n_faces=len(analysis.tracks))]
+    if ctx := render_context(analysis):
+        lines.append(ctx)
+    if analysis.no_face:
+        lines.append(p["no_face"])
+    for t in analysis.tracks:
+        if track_id is None or t.track_id == track_id:
+            lines.append(render_track(analysis, t))
+    return "\n".join(lines)
