@@ -1,0 +1,45 @@
+"""The `facereason` command as a user runs it: a real subprocess."""
+
+import csv
+import json
+import subprocess
+import sys
+
+
+def run(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True,
+                          text=True, timeout=300, **kw)
+
+
+def test_analyze_prints_a_summary_and_writes_json_and_csv(media, tmp_path):
+    j, c = tmp_path / "a.json", tmp_path / "a.csv"
+    r = run("analyze", str(media("single_face.mp4")), "--json", str(j), "--csv", str(c))
+    assert r.returncode == 0, r.stderr
+    assert "faces found: 1" in r.stdout and "frames analysed: 72" in r.stdout
+    assert "Traceback" not in r.stderr and "W0000" not in r.stderr
+    data = json.loads(j.read_text())
+    with open(c) as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == sum(len(t["timestamps"]) for t in data["tracks"]) == 72
+
+
+def test_bad_input_is_one_sentence_not_a_traceback(tmp_path):
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("hello")
+    for target in [bad, tmp_path / "missing.mov", tmp_path]:
+        r = run("analyze", str(target))
+        assert r.returncode == 2
+        assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_no_face_video_reports_none(media):
+    r = run("analyze", str(media("no_face.mp4")))
+    assert r.returncode == 0 and "no face found" in r.stdout
+
+
+def test_assets_list_shows_every_asset():
+    r = run("assets", "list")
+    assert r.returncode == 0
+    for name in ["face-landmarker", "emotion-cnn", "test-media", "minilm"]:
+        assert name in r.stdout

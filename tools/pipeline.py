@@ -1,0 +1,166 @@
+"""`analyze(path) -> Analysis`: the whole perception pass, top to bottom.
+
+1. tools.video     decode frames (streamed) with real timestamps
+2. tools.landmarks MediaPipe FaceLandmarker: landmarks, blendshapes, pose per face
+3. tools.tracking  stable face ids
+   ... per-frame features that need pixels are taken here, while the frame is
+   in memory (see `_frame_features`) ...
+4. per track, vectorised over time (see `_measure_track`): AUs, occlusion,
+   emotion, timeline
+5. the `Analysis`
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from tools.analysis import Analysis, Sampling, Track
+from tools.landmarks import FaceObservation, LandmarkDetector
+from tools.tracking import Tracker
+from tools.video import DEFAULT_LIMITS, Limits, Media
+
+MIN_TRACK_FRAMES = 3
+ProgressFn = Callable[[str, float], None]  # (stage, fraction done in [0, 1])
+
+
+def _frame_features(rgb: np.ndarray, face: FaceObservation) -> None:
+    """Measurements that need this frame's pixels, stored on the observation."""
+
+
+def _measure_track(track: Track, features: dict[str, np.ndarray]) -> None:
+    """Expression measurement over one whole track (fills the optional Track fields)."""
+
+
+def analyze(
+    path: str | os.PathLike,
+    *,
+    fps: float | None = None,
+    max_faces: int = 8,
+    limits: Limits = DEFAULT_LIMITS,
+    include_landmarks: bool = True,
+    display_name: str | None = None,
+    progress: bool | ProgressFn | None = None,
+) -> Analysis:
+    """Analyse every face in a video or image.
+
+    fps: analyse at most this many frames per second (None: every frame).
+    max_faces: the most faces looked for in one frame.
+    progress: True for a progress bar on stderr (shown for videos over ~5 s
+      when stderr is a terminal if left as None), or a callback (stage, fraction).
+    """
+    if fps is not None and not fps > 0:
+        from tools.errors import FaceReasonError
+
+        raise FaceReasonError(f"fps must be a positive number, got {fps}.", code="bad_option",
+                              http_status=422)
+    if not 1 <= int(max_faces) <= 16:
+        from tools.errors import FaceReasonError
+
+        raise FaceReasonError(f"max_faces must be between 1 and 16, got {max_faces}.",
+                              code="bad_option", http_status=422)
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+    warnings: list[str] = []
+    per_track: dict[int, list[tuple[int, float, FaceObservation]]] = defaultdict(list)
+    times: list[float] = []
+    frames_decoded = 0
+
+    with Media(path, limits, display_name=display_name) as media:
+        info = media.info
+        is_video = info.kind == "video"
+        bar, callback = _progress(progress, info, fps)
+        tracker = Tracker()
+        t_lm = 0.0
+        with LandmarkDetector(max_faces=max_faces, video=is_video) as detector:
+            for frame in media.frames(fps=fps):
+                frames_decoded = frame.index + 1
+                times.append(frame.time)
+                t0 = time.perf_counter()
+                faces = (detector.detect(frame.rgb, frame.time) if is_video
+                         else detector.detect_still(frame.rgb))
+                t_lm += time.perf_counter() - t0
+                if faces:
+                    ids = tracker.update(np.stack([f.bbox for f in faces]), frame.time)
+                    for face, tid in zip(faces, ids, strict=True):
+                        _frame_features(frame.rgb, face)
+                        per_track[tid].append((frame.index, frame.time, face))
+                else:
+                    tracker.update(np.zeros((0, 4)), frame.time)
+                if bar is not None:
+                    bar.update(1)
+                if callback is not None and info.duration_s:
+                    callback("perception", min(frame.time / info.duration_s, 1.0))
+        if bar is not None:
+            bar.close()
+        if media.truncated_at is not None:
+            warnings.append(f"The video is damaged: decoding stopped after frame "
+                            f"{media.truncated_at}; the analysis covers the frames before it.")
+    timings["landmarks_s"] = round(t_lm, 4)
+
+    if is_video and info.duration_s is None and times:
+        info.duration_s = float(times[-1])
+    t0 = time.perf_counter()
+    # A face seen in fewer than 3 frames of a video is almost always a false
+    # detection (text, a pattern) rather than a person: SORT's "min hits" rule.
+    min_obs = min(MIN_TRACK_FRAMES, len(times)) if is_video else 1
+    brief = [tid for tid, rows in per_track.items() if len(rows) < min_obs]
+    if brief:
+        warnings.append(f"Ignored {len(brief)} brief detection(s) seen in fewer than {min_obs} "
+                        "frames (likely false positives).")
+    kept = sorted((tid, rows) for tid, rows in per_track.items() if len(rows) >= min_obs)
+    # Ids are renumbered 1..n in order of first appearance, so they read naturally.
+    tracks = [_build_track(i, rows, include_landmarks) for i, (_, rows) in enumerate(kept, 1)]
+    timings["measure_s"] = round(time.perf_counter() - t0, 4)
+    if not tracks:
+        warnings.append("No face found.")
+    timings["total_s"] = round(time.perf_counter() - t_start, 4)
+    return Analysis(
+        source=info,
+        sampling=Sampling(target_fps=fps, frames_decoded=frames_decoded,
+                          frames_analysed=len(times), timestamps=np.asarray(times, np.float32)),
+        tracks=tracks, timings=timings, warnings=warnings,
+    )
+
+
+def _build_track(tid: int, rows: list[tuple[int, float, FaceObservation]],
+                 include_landmarks: bool) -> Track:
+    faces = [r[2] for r in rows]
+    landmarks = np.stack([f.landmarks for f in faces])
+    track = Track(
+        track_id=tid,
+        frame_index=np.array([r[0] for r in rows], np.int64),
+        timestamps=np.array([r[1] for r in rows], np.float32),
+        bbox=np.stack([f.bbox for f in faces]),
+        confidence=np.array([f.quality for f in faces], np.float32),
+        pose=np.stack([f.pose for f in faces]),
+        blendshapes=np.stack([f.blendshapes for f in faces]),
+        landmarks=landmarks if include_landmarks else None,
+    )
+    keys = set().union(*(f.features for f in faces))
+    features = {k: np.stack([f.features[k] for f in faces]) for k in keys}
+    features["landmarks"] = landmarks
+    _measure_track(track, features)
+    return track
+
+
+def _progress(progress, info, fps):
+    """A tqdm bar and/or a callback, depending on what the caller asked for."""
+    callback = progress if callable(progress) else None
+    show = progress is True or (
+        progress is None and info.kind == "video" and (info.duration_s or 0) > 5
+        and sys.stderr.isatty())
+    if not show:
+        return None, callback
+    from tqdm import tqdm
+
+    total = None
+    if info.duration_s and (fps or info.native_fps):
+        total = int(info.duration_s * min(fps or 1e9, info.native_fps or 1e9)) or None
+    return tqdm(total=total, unit="frame", desc=Path(info.name).name, leave=False), callback
