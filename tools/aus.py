@@ -22,6 +22,7 @@ Where a frame becomes an AU vector, top to bottom:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -242,8 +243,9 @@ def _baseline(x: np.ndarray, ok: np.ndarray, duration: float,
     for short tracks (a 1 s clip may be one expression throughout) and capped."""
     if duration <= 0 or len(x) < 3:
         return np.zeros(x.shape[1])
-    masked = np.where(ok, x, np.nan)
-    with np.errstate(all="ignore"):
+    masked = np.where(ok & ~np.isnan(x), x, np.nan)
+    with warnings.catch_warnings():  # columns with no reliable frame: baseline 0
+        warnings.simplefilter("ignore", RuntimeWarning)
         b = np.nanpercentile(masked, BASELINE_PERCENTILE, axis=0)
     b = np.nan_to_num(b, nan=0.0)
     return np.clip(b, lower, BASELINE_MAX) * min(1.0, duration / BASELINE_FULL_S)
@@ -274,7 +276,7 @@ def _split_closure(closure: np.ndarray, timestamps: np.ndarray) -> tuple[np.ndar
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
     blink = np.zeros(len(closure), bool)
     dt = float(np.median(np.diff(timestamps)))
-    for s, e in zip(starts, ends):
+    for s, e in zip(starts, ends, strict=True):
         if timestamps[e - 1] - timestamps[s] + dt < BLINK_MAX_S:
             blink[s:e] = True
     return np.where(blink, 0.0, closure), np.where(blink, closure, 0.0)

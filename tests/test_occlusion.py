@@ -1,0 +1,71 @@
+"""tools.occlusion on real media: the hand over the mouth in WolfgangLanger_Pexels.mp4."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import aus_media
+import numpy as np
+import pytest
+
+from tools import occlusion
+from tools.facs import AU_CODES
+
+LABELS = json.loads((Path(__file__).parent / "data" / "aus_labels.json").read_text())
+SMALL = ["single_face.mp4", *LABELS["photos"]]
+
+
+@pytest.fixture(scope="module")
+def faces():
+    return {name: aus_media.media_faces(name) for name in SMALL}
+
+
+@pytest.fixture(scope="module")
+def wolfgang():
+    return aus_media.media_faces("WolfgangLanger_Pexels.mp4")
+
+
+def _mask(t, spans):
+    return np.any([(t >= a) & (t <= b) for a, b in spans], axis=0)
+
+
+def test_frame_features_shape_and_cut_off_face(faces):
+    s = faces["single_face.mp4"]
+    rgb = np.full((360, 640, 3), 128, np.uint8)
+    f = occlusion.frame_features(rgb, s.landmarks[0])
+    assert f.shape == (len(occlusion.REGION_NAMES) * occlusion.FEATURES_PER_REGION,)
+    shifted = s.landmarks[0] + np.array([0, 200, 0])  # lower face below the frame
+    g = occlusion.frame_features(rgb, shifted)
+    sc, rel = occlusion.score(np.stack([g]), s.blendshapes[:1], s.landmarks[:1])
+    assert sc[0] == 1.0
+    assert rel[0, AU_CODES.index("AU26")] == 0 and rel[0, AU_CODES.index("AU01")] == 1
+
+
+@pytest.mark.parametrize("name", ["single_face.mp4", "0-f1-su-ph.jpg", "0-f15-hao-ph.jpg",
+                                  "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg"])
+def test_uncovered_faces_are_not_flagged(faces, name):
+    s = faces[name]
+    sc, rel = occlusion.score(s.features, s.blendshapes, s.landmarks, s.timestamps)
+    assert sc.max() < occlusion.FLAG and rel.min() == 1
+
+
+@pytest.mark.slow
+def test_hand_over_mouth(wolfgang):
+    s = wolfgang
+    lab = LABELS["WolfgangLanger_Pexels.mp4"]
+    sc, rel = occlusion.score(s.features, s.blendshapes, s.landmarks, s.timestamps)
+    t = s.timestamps
+    covered, clear = _mask(t, lab["occluded_full"]), _mask(t, lab["clear"])
+    assert sc[covered].mean() > 0.2 and sc[covered].mean() > 3 * sc[clear].mean()
+    flagged = sc >= occlusion.FLAG
+    assert not flagged[clear].any()
+    # Precision of the flag against any labelled cover (full or partial): see docs.
+    any_cover = _mask(t, lab["occluded_full"] + lab["occluded_partial"])
+    assert flagged[any_cover].sum() > flagged[~any_cover].sum()
+    assert (rel[flagged][:, AU_CODES.index("AU12")] == 0).all()
+
+
+def test_bad_features_shape():
+    with pytest.raises(occlusion.OcclusionInputError, match="features"):
+        occlusion.score(np.zeros((3, 7)), np.zeros((3, 52)), np.zeros((3, 478, 3)))
