@@ -105,3 +105,27 @@ def test_bad_options_are_clear_errors(media):
         analyze(media("single_face.jpg"), fps=0)
     with pytest.raises(FaceReasonError, match="max_faces"):
         analyze(media("single_face.jpg"), max_faces=0)
+
+
+def test_truncated_video_with_index_up_front_is_analysed_with_a_warning(media, tmp_path):
+    import av
+
+    from tools.pipeline import analyze
+
+    # Remux with the index first ("faststart"), then cut the file: the frames
+    # before the cut decode, and the result says the file ends early.
+    full = tmp_path / "faststart.mp4"
+    with av.open(str(media("single_face.mp4"))) as src, \
+            av.open(str(full), "w", format="mp4", options={"movflags": "faststart"}) as out:
+        o = out.add_stream_from_template(src.streams.video[0])
+        for pkt in src.demux(src.streams.video[0]):
+            if pkt.dts is not None:
+                pkt.stream = o
+                out.mux(pkt)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    a = analyze(cut)
+    assert 10 < a.sampling.frames_analysed < 72
+    assert any("ends early" in w for w in a.warnings)
+    assert len(a.tracks) == 1 and a.tracks[0].n == a.sampling.frames_analysed

@@ -12,11 +12,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import sys
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -78,8 +81,10 @@ def analyze(
         bar, callback = _progress(progress, info, fps)
         tracker = Tracker()
         t_lm = 0.0
-        with LandmarkDetector(max_faces=max_faces, video=is_video) as detector:
-            for frame in media.frames(fps=fps):
+        # closing(): the decode thread must stop before the container closes, even on error.
+        with (LandmarkDetector(max_faces=max_faces, video=is_video) as detector,
+              contextlib.closing(_prefetch(media.frames(fps=fps))) as frames):
+            for frame in frames:
                 frames_decoded = frame.index + 1
                 times.append(frame.time)
                 t0 = time.perf_counter()
@@ -102,6 +107,10 @@ def analyze(
         if media.truncated_at is not None:
             warnings.append(f"The video is damaged: decoding stopped after frame "
                             f"{media.truncated_at}; the analysis covers the frames before it.")
+        elif is_video and info.n_frames and frames_decoded < 0.95 * info.n_frames - 1:
+            warnings.append(f"The video ends early: the container announces {info.n_frames} "
+                            f"frames but only {frames_decoded} could be decoded (the file is "
+                            "probably truncated); the analysis covers those.")
     timings["landmarks_s"] = round(t_lm, 4)
 
     if is_video and info.duration_s is None and times:
@@ -127,6 +136,46 @@ def analyze(
                           frames_analysed=len(times), timestamps=np.asarray(times, np.float32)),
         tracks=tracks, timings=timings, warnings=warnings,
     )
+
+
+def _prefetch(frames: Iterator, depth: int = 4) -> Iterator:
+    """Decode ahead in a thread while the landmarker works on the current frame.
+
+    FFmpeg and MediaPipe both release the GIL, so on two cores decoding hides
+    behind inference instead of adding to it. Errors are re-raised in order.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in frames:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put(exc)
+
+    thread = threading.Thread(target=work, name="decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def _build_track(tid: int, rows: list[tuple[int, float, FaceObservation]],
