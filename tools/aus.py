@@ -44,7 +44,7 @@ ANCHORS = np.array([10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1, 109, 338, 67, 297,
 # Iris points follow gaze, not expression: left out of the AU fit. Only x and y
 # are fitted: MediaPipe's z is inferred rather than seen, and the model's z fields
 # share one common depth component that makes them near collinear (|cos| > 0.95).
-_FIT_POINTS = np.arange(468)
+_FIT_POINTS = slice(0, 468)
 _FIT_AXES = slice(0, 2)
 
 # AU -> blendshapes averaged as its evidence, with the blendshape level of a relaxed
