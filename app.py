@@ -467,6 +467,8 @@ async def save_upload(upload: UploadFile, work: Work, max_bytes: int) -> Path:
 async def wait_for(request: Request, work: Work, timeout_s: float) -> Any:
     """Await the work's future; stop it on timeout or when the client disconnects."""
     fut = asyncio.wrap_future(work.future)
+    # If we stop waiting (timeout, disconnect), the worker's own error is expected: consume it.
+    fut.add_done_callback(lambda f: f.cancelled() or f.exception())
     deadline = time.monotonic() + timeout_s
     while True:
         done, _ = await asyncio.wait({fut}, timeout=0.25)
