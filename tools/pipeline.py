@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tools import aus, emotion, occlusion, timeline
 from tools.analysis import Analysis, Sampling, Track
+from tools.facs import AU_CODES
 from tools.landmarks import FaceObservation, LandmarkDetector
 from tools.tracking import Tracker
 from tools.video import DEFAULT_LIMITS, Limits, Media
@@ -34,11 +36,30 @@ ProgressFn = Callable[[str, float], None]  # (stage, fraction done in [0, 1])
 
 
 def _frame_features(rgb: np.ndarray, face: FaceObservation) -> None:
-    """Measurements that need this frame's pixels, stored on the observation."""
+    """Measurements that need this frame's pixels, stored on the observation.
+
+    Everything else is computed per track after the pass, so only these small
+    arrays (a 64x64 crop, a few colour statistics) outlive the frame.
+    """
+    face.features["occlusion"] = occlusion.frame_features(rgb, face.landmarks)
+    face.features["crop"] = emotion.align_crop(rgb, face.landmarks)
 
 
-def _measure_track(track: Track, features: dict[str, np.ndarray]) -> None:
-    """Expression measurement over one whole track (fills the optional Track fields)."""
+def _measure_track(track: Track, features: dict[str, np.ndarray],
+                   label_set: emotion.LabelSet) -> None:
+    """Expression measurement over one whole track: this is where a face's
+    frames become AU vectors (tools.aus), emotion probabilities (tools.emotion)
+    and segments/events (tools.timeline)."""
+    lm = features["landmarks"]
+    track.occlusion, track.au_reliable = occlusion.score(
+        features["occlusion"], track.blendshapes, lm, track.timestamps)
+    au = aus.estimate(lm, track.blendshapes, track.pose, track.timestamps, track.au_reliable)
+    track.aus, track.au_occurrence = au.intensity, au.occurrence
+    cnn_probs = emotion.get_cnn().predict(features["crop"])
+    emo = emotion.fuse(cnn_probs, au.intensity, AU_CODES, label_set)
+    track.emotions, track.valence, track.arousal = emo.probs, emo.valence, emo.arousal
+    track.segments, track.events, track.summary = timeline.build_timeline(
+        track, emo.labels, AU_CODES)
 
 
 def analyze(
@@ -48,6 +69,7 @@ def analyze(
     max_faces: int = 8,
     limits: Limits = DEFAULT_LIMITS,
     include_landmarks: bool = True,
+    label_set: str | os.PathLike | emotion.LabelSet | None = None,
     display_name: str | None = None,
     progress: bool | ProgressFn | None = None,
 ) -> Analysis:
@@ -55,6 +77,8 @@ def analyze(
 
     fps: analyse at most this many frames per second (None: every frame).
     max_faces: the most faces looked for in one frame.
+    label_set: the emotion vocabulary: None for the 8 basic classes, a name from
+      prompts/labelsets/ (e.g. "academic"), a YAML path, or a LabelSet.
     progress: True for a progress bar on stderr (shown for videos over ~5 s
       when stderr is a terminal if left as None), or a callback (stage, fraction).
     """
@@ -68,6 +92,8 @@ def analyze(
 
         raise FaceReasonError(f"max_faces must be between 1 and 16, got {max_faces}.",
                               code="bad_option", http_status=422)
+    labels = label_set if isinstance(label_set, emotion.LabelSet) else \
+        emotion.load_label_set(label_set)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     warnings: list[str] = []
@@ -125,7 +151,8 @@ def analyze(
                         "frames (likely false positives).")
     kept = sorted((tid, rows) for tid, rows in per_track.items() if len(rows) >= min_obs)
     # Ids are renumbered 1..n in order of first appearance, so they read naturally.
-    tracks = [_build_track(i, rows, include_landmarks) for i, (_, rows) in enumerate(kept, 1)]
+    tracks = [_build_track(i, rows, include_landmarks, labels)
+              for i, (_, rows) in enumerate(kept, 1)]
     timings["measure_s"] = round(time.perf_counter() - t0, 4)
     if not tracks:
         warnings.append("No face found.")
@@ -135,6 +162,7 @@ def analyze(
         sampling=Sampling(target_fps=fps, frames_decoded=frames_decoded,
                           frames_analysed=len(times), timestamps=np.asarray(times, np.float32)),
         tracks=tracks, timings=timings, warnings=warnings,
+        au_codes=list(AU_CODES), emotion_labels=list(labels.labels),
     )
 
 
@@ -179,7 +207,7 @@ def _prefetch(frames: Iterator, depth: int = 4) -> Iterator:
 
 
 def _build_track(tid: int, rows: list[tuple[int, float, FaceObservation]],
-                 include_landmarks: bool) -> Track:
+                 include_landmarks: bool, label_set: emotion.LabelSet) -> Track:
     faces = [r[2] for r in rows]
     landmarks = np.stack([f.landmarks for f in faces])
     track = Track(
@@ -195,7 +223,7 @@ def _build_track(tid: int, rows: list[tuple[int, float, FaceObservation]],
     keys = set().union(*(f.features for f in faces))
     features = {k: np.stack([f.features[k] for f in faces]) for k in keys}
     features["landmarks"] = landmarks
-    _measure_track(track, features)
+    _measure_track(track, features, label_set)
     return track
 
 
