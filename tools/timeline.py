@@ -16,7 +16,8 @@ The rules, with their sources, are in docs/timeline.md. In short:
 - AU events are hysteresis regions: the smoothed intensity enters at the
   occurrence level (FACS "A", 1.0) and leaves below OFF_INTENSITY.
 - Anything shorter than MICRO_S = 0.5 s whose start and end were both seen
-  is flagged `micro=True`: a possible micro-expression.
+  is flagged `micro=True`: a possible micro-expression (emotion segments also
+  need a confident peak; blinks, AU45, never count).
 Everything is vectorised over frames and AUs (a 500-frame track takes a few ms).
 """
 
@@ -37,6 +38,8 @@ KEEP_BRIEF_PROB = 0.5  # a brief non-neutral run peaking at or above this is kep
 ON_INTENSITY = AU_OCCURRENCE_THRESHOLD  # FACS trace level "A" (1.0 on the 0-5 scale)
 OFF_INTENSITY = 0.5  # hysteresis: an AU event lasts until intensity drops below this
 MICRO_S = 0.5  # Matsumoto & Hwang (2011); Yan et al. (2013): micro-expressions last < 0.5 s
+# Blinks are brief by nature (about 0.1-0.4 s) and are not expressions: never "micro".
+NOT_MICRO_AUS = frozenset({"AU45"})
 OCCLUDED = 0.5  # occlusion score at or above which a frame counts as covered
 NEUTRAL = "neutral"
 TOP_AUS = 5
@@ -161,7 +164,9 @@ def _segments(P: np.ndarray, labels: list[str], t: np.ndarray, chunk: np.ndarray
     starts, ends = _chunk_bounds(chunk)
     bounded = (s > starts[chunk[s]]) & (e < ends[chunk[e]])  # onset and offset both seen
     length = cum[e + 1] - cum[s]
-    micro = bounded & (length < MICRO_S) & (n > 1)
+    # A micro-expression is a brief but clear display: short, both ends seen,
+    # confident (a short winner of an ambiguous mix is just a short segment).
+    micro = bounded & (length < MICRO_S) & (n > 1) & (own[peak_idx] >= KEEP_BRIEF_PROB)
     if neutral is not None:
         micro &= lab[s] != neutral
     return [
@@ -209,6 +214,7 @@ def _events(S: np.ndarray, occ: np.ndarray | None, reliable: np.ndarray | None,
     starts, ends = _chunk_bounds(chunk)
     bounded = (first > starts[chunk[first]]) & (last < ends[chunk[last]])
     micro = bounded & (length < MICRO_S) & (n > 1)
+    micro &= ~np.isin(np.asarray(codes, dtype=object)[col], list(NOT_MICRO_AUS))
     keep = np.flatnonzero(has_high)
     order = keep[np.lexsort((col[keep], first[keep]))]
     return [
@@ -305,6 +311,11 @@ def annotate(analysis: Analysis) -> Analysis:
         tr.segments, tr.events, tr.summary = build_timeline(
             tr, analysis.emotion_labels, analysis.au_codes)
     return analysis
+
+
+def frame_durations(timestamps: np.ndarray) -> np.ndarray:
+    """Seconds each frame stands for: until the next frame, or one typical step before a gap."""
+    return _frame_steps(np.asarray(timestamps, np.float64))[1]
 
 
 def observed_spans(timestamps: np.ndarray) -> list[tuple[float, float]]:
