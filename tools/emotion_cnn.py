@@ -262,7 +262,7 @@ class EmotionCNN:
         self.model = model.eval()
         self.input_size: tuple[int, int] = tuple(getattr(model, "input_size", (64, 64)))
 
-    def predict(self, crops: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    def predict(self, crops: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """(n, 64, 64) uint8 grey crops -> (n, 7) float32 probabilities (FER2013 order)."""
         crops = np.asarray(crops)
         if crops.ndim == 2:
