@@ -220,3 +220,18 @@ def test_user_label_set_without_neutral():
     segs, _, summary = build_timeline(make_track(t, E), labels, AU_CODES)
     assert [(s.label, s.start) for s in segs] == [("calm", 0.0), ("excited", pytest.approx(1.0, abs=1e-3))]
     assert summary.dominant_share == pytest.approx(0.5, abs=0.02)
+
+
+def test_blinks_and_unclear_brief_segments_are_not_micro():
+    t = np.arange(0, 3, STEP)
+    # 0.3 s where sadness only just wins (p=0.4): a short segment, not a clear display.
+    E = emotion_matrix(t, [(1.0, 1.3, SAD, 0.4)], base_p=0.8)
+    m = (t >= 1.0 - 1e-9) & (t < 1.3 - 1e-9)
+    E[m, NEU] = 0.35
+    A = np.zeros((len(t), K))
+    A[(t >= 2.0 - 1e-9) & (t < 2.2 - 1e-9), AU_CODES.index("AU45")] = 3.0  # a blink
+    A[(t >= 2.0 - 1e-9) & (t < 2.2 - 1e-9), AU04] = 3.0  # the same burst on the brow: micro
+    segs, events, _ = build_timeline(make_track(t, E, A), EMOTIONS, AU_CODES)
+    assert [(s.label, s.micro) for s in segs] == [("neutral", False), ("sadness", False),
+                                                  ("neutral", False)]
+    assert {e.au: e.micro for e in events} == {"AU45": False, "AU04": True}
