@@ -275,9 +275,12 @@ def _load(model: str | None, pretrained: str | None, checkpoint: str | None) -> 
             raise ContextUnavailable(
                 f"could not load CLIP {name} from {weights or 'its config'}: {exc}"
             ) from exc
-        label = name if weights is None or checkpoint else f"{model}/{pretrained}"
-        if checkpoint and weights:
-            label = f"{model} ({Path(weights).name})"
+        if checkpoint:
+            label = f"{model} ({Path(weights).name})" if weights else f"open_clip folder {Path(checkpoint).name}"
+        elif name.startswith(("hf-hub:", "local-dir:")):
+            label = name
+        else:
+            label = f"{model}/{pretrained}"
         scorer = ClipScorer(net, preprocess, tokenizer, label)
         _SCORERS[key] = scorer
         return scorer
