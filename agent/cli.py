@@ -15,6 +15,7 @@ import sys
 # Modules that contribute sub-commands, in help order.
 COMMAND_MODULES = [
     "tools.commands",  # analyze, assets
+    "evals.commands",  # eval fec|emotion|au|explanations
 ]
 
 

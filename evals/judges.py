@@ -525,6 +525,13 @@ class OfflineJudge:
         found = [k for k, v in self._valence.items() if words & v]
         return found[0] if len(found) == 1 else None
 
+    def _strip_neg(self, text: str) -> str:
+        return " ".join(w for w in _words(text) if w not in self._neg)
+
+    def _warm(self, texts: list[str]) -> None:
+        """Embed texts and their negation-free forms in one batch (the rules look them up)."""
+        self.embed(list(texts) + [self._strip_neg(t) for t in texts])
+
     def contradiction_rule(self, a: str, b: str) -> str | None:
         """Which explicit rule says `a` and `b` cannot both hold, or None."""
         wa, wb = set(_words(a)), set(_words(b))
@@ -544,8 +551,7 @@ class OfflineJudge:
                         ):
                             return f"opposite {region} movement"
         if na != nb:
-            strip = lambda t: " ".join(w for w in _words(t) if w not in self._neg)  # noqa: E731
-            sa, sb = self.embed([strip(a), strip(b)])
+            sa, sb = self.embed([self._strip_neg(a), self._strip_neg(b)])
             if float(sa @ sb) >= self.entail_threshold:
                 return "negation"
         return None
@@ -558,6 +564,7 @@ class OfflineJudge:
         clauses = [c for c in clauses if len(c.split()) >= 2]
         if not clauses:
             return [Relation(e, "neutral", reason="nothing to compare with") for e in events]
+        self._warm(events + clauses)
         sims = self.embed(events) @ self.embed(clauses).T
         out = []
         for i, e in enumerate(events):
@@ -583,6 +590,7 @@ class OfflineJudge:
     def align(self, events_a: list[str], events_b: list[str]) -> list[int | None]:
         if not events_a or not events_b:
             return [None] * len(events_a)
+        self._warm(events_a + events_b)
         sims = self.embed(events_a) @ self.embed(events_b).T
         out: list[int | None] = []
         for i, a in enumerate(events_a):

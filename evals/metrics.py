@@ -170,7 +170,10 @@ def tokenize(text: str) -> str:
     from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS
 
     tb = TreebankWordTokenizer()
-    sentences = re.split(r"(?<=[.!?])\s+", (text or "").replace("\n", " ").strip())
+    text = (text or "").replace("\n", " ").strip()
+    # an opening single quote is a quotation mark (PTB: `), which is dropped as punctuation
+    text = re.sub(r"(^|[\s(\[{])'(?=[A-Za-z])", r"\1", text)
+    sentences = re.split(r"(?<=[.!?])\s+", text)
     toks = [t.lower() for s in sentences if s for t in tb.tokenize(s, convert_parentheses=True)]
     return " ".join(t for t in toks if t not in PUNCTUATIONS)
 
