@@ -404,13 +404,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes + 64 * 1024)
     if settings.ui:
         import gradio as gr
+
         from app_ui import build_ui
 
         auth = None
         if settings.api_key:
             key = settings.api_key
             auth = lambda _user, password: secrets.compare_digest(password, key)  # noqa: E731
-        app = gr.mount_gradio_app(app, build_ui(state), path="/", auth=auth)
+        app = gr.mount_gradio_app(app, build_ui(state), path="/", auth=auth,
+                                   max_file_size=settings.max_upload_bytes, footer_links=["api"])
     return app
 
 
