@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -249,6 +250,8 @@ def _as_rgb(im: np.ndarray) -> np.ndarray:
 
 
 _SCORERS: dict[tuple, ClipScorer] = {}
+_MISSES: dict[tuple, tuple[float, ContextUnavailable]] = {}
+MISS_TTL_S = 300.0  # remember "no weights" for a while: each analysis must not re-probe the hub
 _LOAD_LOCK = threading.Lock()
 
 
@@ -265,7 +268,15 @@ def _load(model: str | None, pretrained: str | None, checkpoint: str | None) -> 
     with _LOAD_LOCK:
         if key in _SCORERS:
             return _SCORERS[key]
-        name, weights, overrides = _resolve(model, pretrained, checkpoint)
+        miss = _MISSES.get(key)
+        if miss and time.monotonic() - miss[0] < MISS_TTL_S:
+            raise miss[1]
+        try:
+            name, weights, overrides = _resolve(model, pretrained, checkpoint)
+        except ContextUnavailable as exc:
+            if not checkpoint:  # a named file may appear any moment; only the hub probe is slow
+                _MISSES[key] = (time.monotonic(), exc)
+            raise
         try:
             net, _, preprocess = open_clip.create_model_and_transforms(
                 name, pretrained=weights, **overrides
