@@ -267,6 +267,7 @@ class Work:
 
     def __init__(self, state: ServerState):
         self.state = state
+        os.makedirs(state.tmp_root, exist_ok=True)  # an app restarted in-process removed it
         self.dir = Path(tempfile.mkdtemp(prefix="req-", dir=state.tmp_root))
         self.cancel = threading.Event()
         self.future: cf.Future | None = None
