@@ -204,13 +204,13 @@ class EmfacsConfig:
     compound_min_ratio: float
 
 
-def _prior(counts: Any) -> np.ndarray | None:
+def _prior(counts: Any, power: float) -> np.ndarray | None:
     if counts is None:
         return None
     c = np.asarray(counts, dtype=np.float64)
     if c.shape != (len(FER2013_CLASSES),) or np.any(c <= 0):
         raise LabelSetError("fusion.cnn_train_counts needs 7 positive counts (FER2013 order).")
-    return c / c.sum()
+    return (c / c.sum()) ** power
 
 
 @functools.cache
@@ -236,7 +236,8 @@ def emfacs_config(path: str | None = None) -> EmfacsConfig:
             patterns=patterns, descriptions=desc,
             floor=float(data["scoring"]["floor"]), full=float(data["scoring"]["full"]),
             cnn_weight=float(data["fusion"]["cnn_weight"]),
-            cnn_prior=_prior(data["fusion"].get("cnn_train_counts")),
+            cnn_prior=_prior(data["fusion"].get("cnn_train_counts"),
+                             float(data["fusion"].get("cnn_prior_power", 1.0))),
             pattern_weight=float(data["fusion"]["pattern_weight"]),
             circumplex=circ, compound_names=names,
             compound_min_prob=float(comp["min_prob"]), compound_min_ratio=float(comp["min_ratio"]),
@@ -362,7 +363,8 @@ def emfacs_evidence(aus: np.ndarray, au_codes: list[str], table: Any = None) -> 
     elif isinstance(table, dict):
         pats = list(table.values())
     else:
-        raise LabelSetError("emfacs_evidence: table must be None, a LabelSet or a dict of Patterns.")
+        raise LabelSetError(
+            "emfacs_evidence: table must be None, a LabelSet or a dict of Patterns.")
     act_all = _activation(a, cfg)
     act = {c: act_all[:, i] for i, c in enumerate(au_codes)}
     out = np.zeros((len(a), len(pats)), np.float32)
@@ -384,20 +386,29 @@ class EmotionResult:
     arousal: np.ndarray  # (n,) in [-1, 1]
 
 
-def _au_distribution(evidence: np.ndarray) -> np.ndarray:
-    """(n, 7) EMFACS evidence -> (n, 8) distribution over EMOTIONS.
+def _au_scores(evidence: np.ndarray, activation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 7) EMFACS evidence + (n, K) AU activations -> (n, 8) scores over EMOTIONS and
+    the (n,) share the AUs leave undecided.
 
-    Neutral receives what the strongest prototype leaves unexplained (1 - max
-    evidence), so a face with no active AU is fully neutral and a fully matched
-    prototype leaves neutral nothing.
+    Neutral is the absence of facial activity: 1 - max(best prototype match, second
+    strongest AU activation). The second strongest, because one active AU alone is as
+    likely estimator noise as expression. When AUs are clearly active but match no
+    prototype, the scores sum to less than 1: the AUs abstain on that share and the
+    caller gives it to the appearance model (or spreads it uniformly without one).
     """
     n = len(evidence)
-    rest = 1.0 - evidence.max(axis=1, initial=0.0)
+    if activation.shape[1] >= 2:
+        act2 = np.sort(activation, axis=1)[:, -2]
+    else:
+        act2 = np.zeros(n)
     scores = np.zeros((n, len(EMOTIONS)))
     for j, c in enumerate(EMFACS_CLASSES):
         scores[:, EMOTIONS.index(c)] = evidence[:, j]
-    scores[:, EMOTIONS.index("neutral")] = rest
-    return scores / np.maximum(scores.sum(axis=1, keepdims=True), 1e-9)
+    scores[:, EMOTIONS.index("neutral")] = 1.0 - np.maximum(evidence.max(axis=1, initial=0.0),
+                                                            act2)
+    total = scores.sum(axis=1, keepdims=True)
+    scores = np.where(total > 1.0, scores / np.maximum(total, 1e-9), scores)
+    return scores, np.clip(1.0 - scores.sum(axis=1), 0.0, 1.0)
 
 
 def _cnn_distribution(cnn_probs: np.ndarray, n: int, prior: np.ndarray | None) -> np.ndarray:
@@ -432,7 +443,8 @@ def fuse(cnn_probs: np.ndarray | None, aus: np.ndarray, au_codes: list[str],
     -> probabilities over the label set (default: the 8 tools.facs.EMOTIONS).
 
     Basic classes: linear opinion pool cnn_weight * CNN + (1 - cnn_weight) * AU
-    distribution. A user label set: each label's score is
+    scores, where the share the AUs leave undecided (active AUs matching no prototype)
+    follows the CNN (uniform without one). A user label set: each label's score is
     pattern_weight * its AU-pattern evidence + (1 - pattern_weight) * sum of its
     emotion weights times the basic-class probabilities (a part the label does not
     define counts 0), normalised over the labels. Valence/arousal always come from
@@ -441,11 +453,13 @@ def fuse(cnn_probs: np.ndarray | None, aus: np.ndarray, au_codes: list[str],
     cfg = emfacs_config()
     a = _check_aus(aus, list(au_codes))
     n = len(a)
-    p_au = _au_distribution(emfacs_evidence(a, au_codes))
+    au_part, undecided = _au_scores(emfacs_evidence(a, au_codes),
+                                    _activation(a, cfg))
     if cnn_probs is None:
-        p8 = p_au
+        p8 = au_part + undecided[:, None] / len(EMOTIONS)
     else:
-        p8 = cfg.cnn_weight * _cnn_distribution(cnn_probs, n, cfg.cnn_prior) + (1 - cfg.cnn_weight) * p_au
+        p_cnn = _cnn_distribution(cnn_probs, n, cfg.cnn_prior)
+        p8 = cfg.cnn_weight * p_cnn + (1 - cfg.cnn_weight) * (au_part + undecided[:, None] * p_cnn)
     valence, arousal = valence_arousal(p8)
     ls = label_set or DEFAULT
     if ls.is_default:

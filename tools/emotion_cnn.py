@@ -59,7 +59,8 @@ class _KerasConv(nn.Module):
         filters = int(cfg["filters"])
         if separable:
             mult = int(cfg.get("depth_multiplier", 1))
-            self.depthwise = nn.Conv2d(in_ch, in_ch * mult, self.k, self.s, groups=in_ch, bias=False)
+            self.depthwise = nn.Conv2d(in_ch, in_ch * mult, self.k, self.s, groups=in_ch,
+                                       bias=False)
             self.pointwise = nn.Conv2d(in_ch * mult, filters, 1, bias=bool(cfg["use_bias"]))
         else:
             self.conv = nn.Conv2d(in_ch, filters, self.k, self.s, bias=bool(cfg["use_bias"]))
@@ -96,7 +97,8 @@ class _Activation(nn.Module):
     def __init__(self, name: str):
         super().__init__()
         if name not in ("relu", "softmax", "linear"):
-            raise EmotionModelError(f"Activation '{name}' is not supported by the mini-Xception port.")
+            raise EmotionModelError(
+                f"Activation '{name}' is not supported by the mini-Xception port.")
         self.name = name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
