@@ -222,3 +222,19 @@ print(json.dumps({"res": res.model_dump(), "none": context.load_clip() is None,
     assert res["message"].startswith("context: unavailable (no CLIP weights")
     assert "how to get them" in res["message"] and "FACEREASON_CLIP_CHECKPOINT" in res["message"]
     assert "laion/CLIP-ViT-B-32-laion2B-s34B-b79K" in res["message"]
+
+
+def test_analyze_scores_context_when_a_checkpoint_is_configured(tiny_clip, media, monkeypatch):
+    """The pipeline keeps a few frames and face crops and hands them to CLIP."""
+    from tools import context
+    from tools.pipeline import analyze
+
+    monkeypatch.setenv("FACEREASON_CLIP_CHECKPOINT", str(tiny_clip[2]))
+    a = analyze(media("single_face.mp4"))
+    assert a.context.status == "ok", a.context.message
+    assert a.context.scene and a.context.face
+    assert set(a.context.face) <= set(context.load_prompts()["emotions"])
+    assert abs(sum(a.context.face.values()) - 1.0) < 1e-3
+    monkeypatch.delenv("FACEREASON_CLIP_CHECKPOINT")
+    b = analyze(media("single_face.jpg"), scene_context=False)
+    assert b.context.status == "off"

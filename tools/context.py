@@ -89,6 +89,18 @@ def _how_to(model: str, pretrained: str, hub: str) -> str:
     )
 
 
+def weights_found_locally() -> bool:
+    """A cheap guess, without importing open_clip (seconds on a small CPU), whether
+    `load_clip()` can find weights without the network: a checkpoint is configured,
+    or the Hugging Face cache holds some CLIP repository."""
+    if os.environ.get(CHECKPOINT_ENV):
+        return True
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    cache = Path(HF_HUB_CACHE)
+    return cache.is_dir() and any("clip" in d.name.lower() for d in cache.glob("models--*"))
+
+
 def _hub_reachable() -> bool:
     """True when downloads may be attempted: not offline, and the endpoint answers quickly."""
     import huggingface_hub.constants as hc

@@ -24,14 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from tools import aus, emotion, occlusion, timeline
-from tools.analysis import Analysis, Sampling, Track
+from tools import aus, context, emotion, occlusion, timeline
+from tools.analysis import Analysis, ContextResult, Sampling, Track
 from tools.facs import AU_CODES
 from tools.landmarks import FaceObservation, LandmarkDetector
 from tools.tracking import Tracker
 from tools.video import DEFAULT_LIMITS, Limits, Media
 
 MIN_TRACK_FRAMES = 3
+CONTEXT_FRACTIONS = (0.1, 0.5, 0.9)  # where in a video the CLIP context frames are taken
 ProgressFn = Callable[[str, float], None]  # (stage, fraction done in [0, 1])
 
 
@@ -70,6 +71,7 @@ def analyze(
     limits: Limits = DEFAULT_LIMITS,
     include_landmarks: bool = True,
     label_set: str | os.PathLike | emotion.LabelSet | None = None,
+    scene_context: bool | None = None,
     display_name: str | None = None,
     progress: bool | ProgressFn | None = None,
 ) -> Analysis:
@@ -79,6 +81,9 @@ def analyze(
     max_faces: the most faces looked for in one frame.
     label_set: the emotion vocabulary: None for the 8 basic classes, a name from
       prompts/labelsets/ (e.g. "academic"), a YAML path, or a LabelSet.
+    scene_context: score a few frames with CLIP (tools.context). None (default):
+      only when CLIP weights are found locally; True: also try the hub. Without
+      weights the result records "context: unavailable (...)" and goes on.
     progress: True for a progress bar on stderr (shown for videos over ~5 s
       when stderr is a terminal if left as None), or a callback (stage, fraction).
     """
@@ -92,6 +97,14 @@ def analyze(
 
         raise FaceReasonError(f"max_faces must be between 1 and 16, got {max_faces}.",
                               code="bad_option", http_status=422)
+    if scene_context is None:
+        scene_context = context.weights_found_locally()
+        skipped = ContextResult(status="unavailable", message=(
+            "context: unavailable (no CLIP weights found locally; set "
+            f"{context.CHECKPOINT_ENV} to a checkpoint, or ask for context explicitly to "
+            "let open_clip download its default)"))
+    else:
+        skipped = ContextResult(status="off", message="context: not requested")
     labels = label_set if isinstance(label_set, emotion.LabelSet) else \
         emotion.load_label_set(label_set)
     timings: dict[str, float] = {}
@@ -107,6 +120,11 @@ def analyze(
         bar, callback = _progress(progress, info, fps)
         tracker = Tracker()
         t_lm = 0.0
+        # A few evenly spaced frames (and their faces) are kept for CLIP context.
+        keep_times = ([0.0] if not is_video else
+                      [f * (info.duration_s or 0.0) for f in CONTEXT_FRACTIONS]) if scene_context else []
+        scene_frames: list[np.ndarray] = []
+        face_crops: list[np.ndarray] = []
         # closing(): the decode thread must stop before the container closes, even on error.
         with (LandmarkDetector(max_faces=max_faces, video=is_video) as detector,
               contextlib.closing(_prefetch(media.frames(fps=fps))) as frames):
@@ -124,6 +142,10 @@ def analyze(
                         per_track[tid].append((frame.index, frame.time, face))
                 else:
                     tracker.update(np.zeros((0, 4)), frame.time)
+                if keep_times and frame.time >= keep_times[0]:
+                    keep_times.pop(0)
+                    scene_frames.append(frame.rgb)
+                    face_crops.extend(_face_crop(frame.rgb, f.bbox) for f in faces)
                 if bar is not None:
                     bar.update(1)
                 if callback is not None and info.duration_s:
@@ -156,14 +178,29 @@ def analyze(
     timings["measure_s"] = round(time.perf_counter() - t0, 4)
     if not tracks:
         warnings.append("No face found.")
+    t0 = time.perf_counter()
+    if scene_context:
+        ctx = context.score_context(scene_frames, face_crops,
+                                    label_set=None if labels.is_default else list(labels.labels))
+    else:
+        ctx = skipped
+    timings["context_s"] = round(time.perf_counter() - t0, 4)
     timings["total_s"] = round(time.perf_counter() - t_start, 4)
     return Analysis(
         source=info,
         sampling=Sampling(target_fps=fps, frames_decoded=frames_decoded,
                           frames_analysed=len(times), timestamps=np.asarray(times, np.float32)),
         tracks=tracks, timings=timings, warnings=warnings,
-        au_codes=list(AU_CODES), emotion_labels=list(labels.labels),
+        au_codes=list(AU_CODES), emotion_labels=list(labels.labels), context=ctx,
     )
+
+
+def _face_crop(rgb: np.ndarray, bbox: np.ndarray, margin: float = 0.2) -> np.ndarray:
+    """The face box with a margin, as CLIP sees a face (colour, not aligned)."""
+    h, w = rgb.shape[:2]
+    x0, y0, x1, y1 = bbox
+    mx, my = (x1 - x0) * margin, (y1 - y0) * margin
+    return rgb[int(max(y0 - my, 0)):int(min(y1 + my, h)), int(max(x0 - mx, 0)):int(min(x1 + mx, w))]
 
 
 def _prefetch(frames: Iterator, depth: int = 4) -> Iterator:
