@@ -1,0 +1,419 @@
+"""Synthetic labelled face timelines in the tools' own feature space.
+
+A *scenario* (what happens on the face, with its true label) is turned into
+what the perception tools would have measured, by running the real tools on
+synthetic raw inputs rather than drawing AU numbers directly:
+
+1. AU intensity curves (FACS 0-5) per expression phase, with onset/apex/offset
+   dynamics, from the pinned EMFACS prototypes and variants (prompts/emfacs.yaml),
+   plus blinks, speech-like mouth motion and a per-identity resting face.
+2. Meshes from py-feat's AU->mesh PLS model (tools.aus.pls_model().generate),
+   turned by the head pose, scaled into pixels and jittered like MediaPipe
+   landmarks; blendshapes from the same curves through the blendshape table
+   tools.aus uses (BLENDSHAPE_AU), with noise.
+3. tools.aus.estimate on those meshes and blendshapes: AU intensity and
+   occurrence carry the estimator's own errors (collinear fields, baseline,
+   smoothing, blink split).
+4. A simulated appearance-CNN output (cnn_confusion.yaml) fused with the AU
+   evidence by tools.emotion.fuse; valence/arousal from it.
+5. Occlusion (hand over the face) through tools.occlusion.REGION_AUS's region
+   map, then tools.timeline.annotate for segments, events and summary.
+
+The labels come from the scenario, never from the measurements: `label`, the
+true `aus` of its expressions, `segment_order`, plus `observed_aus` (what the
+measurements show, for the faithfulness reward). Hard confusers follow what
+real video shows: crying that fires the smile blendshapes, polite (AU12 only)
+vs felt (AU06+AU12) smiles, contempt smirks, fear read as surprise by the CNN
+and the reverse, and talking mouths.
+
+Noise levels are documented in docs/training.md ("Calibration").
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+from scipy.spatial.transform import Rotation
+
+import prompts
+from tools import aus as au_est
+from tools import emotion, occlusion, timeline
+from tools.analysis import Analysis, Sampling, SourceInfo, Track
+from tools.facs import AU_CODES, BLENDSHAPE_NAMES, EMOTIONS, FER2013_CLASSES
+
+NEUTRAL = "neutral"
+# Landmark jitter (pixels, for a face ~200 px tall) and blendshape noise (score
+# units): see docs/training.md, "Calibration".
+LANDMARK_NOISE_PX = 0.6
+BLENDSHAPE_NOISE = 0.03
+# An AU belongs to the true expression when its apex intensity reaches this (FACS "B").
+TRUE_AU_MIN = 1.5
+# A resting stretch this long between phases counts as a neutral segment of the truth.
+REST_MIN_S = 0.5
+
+# Scenario kinds and how often each is drawn.
+SCENARIOS: dict[str, float] = {
+    "single": 0.26,          # neutral -> expression -> (neutral)
+    "steady": 0.10,          # one expression throughout
+    "sequence": 0.12,        # one expression turns into another
+    "blend": 0.06,           # two expressions at once, one dominant
+    "neutral": 0.08,         # resting face, blinks, head motion
+    "speech": 0.06,          # talking: AU25/AU26 oscillate, label neutral
+    "crying": 0.08,          # sadness AUs + smile blendshapes firing, CNN reads a grin
+    "polite_smile": 0.06,    # AU12 without AU06
+    "contempt_smirk": 0.05,  # AU12 + AU14 at low intensity
+    "fear_vs_surprise": 0.07,  # fear, CNN says surprise
+    "surprise_vs_fear": 0.06,  # surprise, CNN says fear
+}
+CONFUSERS = ("crying", "polite_smile", "contempt_smirk", "fear_vs_surprise", "surprise_vs_fear",
+             "speech")
+
+
+@dataclass
+class Phase:
+    """One expression phase: AU apex intensities, times, and the CNN row it shows."""
+
+    label: str
+    aus: dict[str, float]
+    onset: float
+    apex: float
+    offset: float
+    release: float
+    cnn: str = ""  # key into cnn_confusion.yaml rows/confusers; default: the label's row
+    smile_blendshape: float = 0.0  # crying: mouthSmile* level with no geometric smile
+
+
+@dataclass
+class FaceSpec:
+    track_id: int
+    identity: str
+    start: float
+    end: float
+    phases: list[Phase]
+    scenario: str
+    blinks: list[float] = field(default_factory=list)
+    speech: list[tuple[float, float]] = field(default_factory=list)
+    occlusions: list[tuple[float, float, str]] = field(default_factory=list)  # start, end, region
+    head_motion_deg: float = 4.0
+    rest: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """The expressive phase held longest (apex to release); neutral when none."""
+        expressive = [p for p in self.phases if p.label != NEUTRAL]
+        if not expressive:
+            return NEUTRAL
+        return max(expressive, key=lambda p: (p.release - p.apex, max(p.aus.values(), default=0))).label
+
+    @property
+    def true_aus(self) -> list[str]:
+        out = set()
+        for p in self.phases:
+            out |= {a for a, v in p.aus.items() if v >= TRUE_AU_MIN}
+        return sorted(out)
+
+    @property
+    def segment_order(self) -> list[str]:
+        """Labels in time order, neutral before/between/after phases where the face rests."""
+        order: list[str] = []
+
+        def add(lab):
+            if not order or order[-1] != lab:
+                order.append(lab)
+
+        t = self.start
+        for p in sorted(self.phases, key=lambda p: p.onset):
+            if p.onset - t >= REST_MIN_S:
+                add(NEUTRAL)
+            add(p.label)
+            t = max(t, p.release)
+        if self.end - t >= REST_MIN_S or not self.phases:
+            add(NEUTRAL)
+        return order
+
+
+@dataclass
+class Example:
+    """One labelled face of a synthetic clip."""
+
+    id: str
+    clip_id: str
+    identity: str
+    scenario: str
+    confuser: bool
+    track_id: int
+    label: str
+    aus: list[str]
+    segment_order: list[str]
+
+
+@functools.cache
+def _emfacs() -> dict:
+    return prompts.load_yaml("emfacs")
+
+
+@functools.cache
+def _cnn_table() -> dict:
+    return yaml.safe_load(Path(__file__).with_name("cnn_confusion.yaml").read_text())
+
+
+def _prototype(label: str, rng: np.random.Generator, strong: bool = True) -> dict[str, float]:
+    """AU apex intensities from one EMFACS prototype or variant of `label`."""
+    protos = [p for p in _emfacs()["classes"][label]["prototypes"] if p["weight"] >= 0.8]
+    p = protos[rng.integers(len(protos))]
+    out = {}
+    for item in p["aus"]:
+        code = str(rng.choice(item.split("|")))
+        lo, hi = (2.0, 4.5) if strong else (1.3, 2.5)
+        out[code] = float(rng.uniform(lo, hi))
+    return out
+
+
+def _phase(label: str, t0: float, t1: float, rng: np.random.Generator, aus: dict[str, float] | None = None,
+           cnn: str = "", smile_bs: float = 0.0) -> Phase:
+    dur = t1 - t0
+    rise = min(rng.uniform(0.2, 0.6), dur / 3)
+    fall = min(rng.uniform(0.2, 0.7), dur / 3)
+    return Phase(label, aus if aus is not None else _prototype(label, rng), t0, t0 + rise,
+                 t1 - fall, t1, cnn, smile_bs)
+
+
+BASIC = [e for e in EMOTIONS if e != NEUTRAL]
+
+
+def scenario_spec(kind: str, rng: np.random.Generator, track_id: int, identity: str,
+                  start: float, end: float) -> FaceSpec:
+    """Phases, blinks, speech and occlusion for one face of a scenario `kind`."""
+    dur = end - start
+    mid0 = start + rng.uniform(0.15, 0.3) * dur
+    mid1 = start + rng.uniform(0.7, 0.95) * dur
+    phases: list[Phase] = []
+    speech: list[tuple[float, float]] = []
+    if kind == "single":
+        phases = [_phase(str(rng.choice(BASIC)), mid0, mid1, rng)]
+    elif kind == "steady":
+        phases = [_phase(str(rng.choice(BASIC)), start, end + 0.5, rng)]
+    elif kind == "sequence":
+        a, b = rng.choice(BASIC, 2, replace=False)
+        cut = start + rng.uniform(0.4, 0.55) * dur
+        phases = [_phase(str(a), start + 0.1 * dur, cut, rng),
+                  _phase(str(b), cut, end + 0.5, rng)]
+    elif kind == "blend":
+        a, b = rng.choice(BASIC, 2, replace=False)
+        main = _prototype(str(a), rng)
+        extra = {k: v for k, v in _prototype(str(b), rng, strong=False).items() if k not in main}
+        phases = [_phase(str(a), mid0, mid1, rng, {**main, **extra})]
+    elif kind == "speech":
+        speech = [(start + 0.1 * dur, end - 0.1 * dur)]
+    elif kind == "crying":
+        aus = {"AU01": rng.uniform(2, 4), "AU04": rng.uniform(2, 4), "AU15": rng.uniform(1.5, 3.5),
+               "AU17": rng.uniform(1.5, 3.5), "AU06": rng.uniform(1.5, 3.0), "AU43": rng.uniform(1.5, 3.0)}
+        phases = [_phase("sadness", mid0, mid1, rng, aus, cnn="crying_smile",
+                         smile_bs=float(rng.uniform(0.45, 0.8)))]
+    elif kind == "polite_smile":
+        phases = [_phase("happiness", mid0, mid1, rng, {"AU12": rng.uniform(1.8, 3.0)}, cnn="polite_smile")]
+    elif kind == "contempt_smirk":
+        phases = [_phase("contempt", mid0, mid1, rng,
+                         {"AU14": rng.uniform(1.8, 3.0), "AU12": rng.uniform(1.0, 1.6)}, cnn="contempt_smirk")]
+    elif kind == "fear_vs_surprise":
+        aus = {"AU01": rng.uniform(2, 4), "AU02": rng.uniform(2, 4), "AU04": rng.uniform(1.8, 3.5),
+               "AU05": rng.uniform(2, 4), "AU20": rng.uniform(1.8, 3.5), "AU26": rng.uniform(1.5, 3.5)}
+        phases = [_phase("fear", mid0, mid1, rng, aus, cnn="fear_as_surprise")]
+    elif kind == "surprise_vs_fear":
+        aus = {"AU01": rng.uniform(2, 4), "AU02": rng.uniform(2, 4), "AU05": rng.uniform(2, 4),
+               "AU26": rng.uniform(2, 4)}
+        phases = [_phase("surprise", mid0, mid1, rng, aus, cnn="surprise_as_fear")]
+    elif kind != "neutral":
+        raise ValueError(f"unknown scenario {kind!r}; known: {sorted(SCENARIOS)}")
+    blinks = sorted(rng.uniform(start, end, int(rng.poisson(dur / 4.0))).tolist())
+    occl = []
+    if dur > 3 and rng.random() < 0.15:
+        o0 = float(rng.uniform(start + 0.5, end - 1.2))
+        occl.append((o0, o0 + float(rng.uniform(0.4, 1.0)), str(rng.choice(["mouth", "eye_l", "brow_l"]))))
+    rest = {str(a): float(rng.uniform(0, 0.6)) for a in rng.choice(AU_CODES[:17], 2, replace=False)}
+    return FaceSpec(track_id, identity, start, end, phases, kind, blinks, speech, occl,
+                    float(rng.uniform(1.0, 8.0)), rest)
+
+
+# ----------------------------------------------------------------- rendering
+def _envelope(ts: np.ndarray, p: Phase) -> np.ndarray:
+    """0..1 activation: smooth rise to apex, hold, smooth fall (cosine ramps)."""
+    up = np.clip((ts - p.onset) / max(p.apex - p.onset, 1e-3), 0, 1)
+    down = np.clip((p.release - ts) / max(p.release - p.offset, 1e-3), 0, 1)
+    return 0.5 - 0.5 * np.cos(np.pi * np.minimum(up, down))
+
+
+def au_curves(spec: FaceSpec, ts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """True AU intensities (n, 20 PLS columns, FACS 0-5) and the extra smile-blendshape level (n,)."""
+    cols = au_est.pls_model().columns[: au_est.pls_model().n_aus]
+    x = np.zeros((len(ts), len(cols)))
+    smile_bs = np.zeros(len(ts))
+    for a, v in spec.rest.items():
+        if a in cols:
+            x[:, cols.index(a)] += v
+    for p in spec.phases:
+        env = _envelope(ts, p)
+        # Apex intensity wavers a little (real expressions are not flat plateaus).
+        waver = 1 + 0.08 * np.sin(2 * np.pi * rng.uniform(0.2, 0.6) * ts + rng.uniform(0, 6))
+        for a, v in p.aus.items():
+            if a in cols:
+                x[:, cols.index(a)] = np.maximum(x[:, cols.index(a)], v * env * waver)
+        smile_bs = np.maximum(smile_bs, p.smile_blendshape * env)
+    j43 = cols.index("AU43")
+    for b in spec.blinks:  # a blink closes the eyes for ~0.1-0.25 s
+        half = rng.uniform(0.05, 0.12)
+        x[:, j43] = np.maximum(x[:, j43], 4.5 * np.clip(1 - np.abs(ts - b) / half, 0, 1))
+    for s0, s1 in spec.speech:  # syllable rate ~4 Hz: the jaw and lips open and close
+        on = (ts >= s0) & (ts <= s1)
+        f = rng.uniform(3.0, 5.0)
+        wave = np.clip(np.sin(2 * np.pi * f * ts + rng.uniform(0, 6)), 0, 1)
+        x[on, cols.index("AU25")] = np.maximum(x[on, cols.index("AU25")], 2.2 * wave[on])
+        x[on, cols.index("AU26")] = np.maximum(x[on, cols.index("AU26")], 1.6 * wave[on])
+    return np.clip(x, 0, 5), smile_bs
+
+
+def _blendshapes(x: np.ndarray, cols: list[str], smile_bs: np.ndarray,
+                 rng: np.random.Generator) -> np.ndarray:
+    """MediaPipe-style blendshape scores from true AU intensities (tools.aus.BLENDSHAPE_AU)."""
+    n = len(x)
+    bs = np.clip(rng.normal(0.02, 0.01, (n, len(BLENDSHAPE_NAMES))), 0, 1)
+    for au, (names, rest, full) in au_est.BLENDSHAPE_AU.items():
+        if au not in cols:
+            continue
+        level = rest + (full - rest) * x[:, cols.index(au)] / 5.0
+        for name in names:
+            j = BLENDSHAPE_NAMES.index(name)
+            bs[:, j] = np.maximum(bs[:, j], level + rng.normal(0, BLENDSHAPE_NOISE, n))
+    for name in ("mouthSmileLeft", "mouthSmileRight"):
+        j = BLENDSHAPE_NAMES.index(name)
+        bs[:, j] = np.maximum(bs[:, j], smile_bs + rng.normal(0, BLENDSHAPE_NOISE, n))
+    bs = np.clip(bs, 0, 1)
+    bs[:, 0] = np.clip(1 - bs[:, 1:].max(1), 0, 1)  # _neutral
+    return bs.astype(np.float32)
+
+
+def _mesh_pixels(x: np.ndarray, pose: np.ndarray, scale: float, centre: np.ndarray,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Pixel landmarks (n, 478, 3): PLS mesh, rotated by pose, scaled, jittered."""
+    m = au_est.pls_model()
+    mesh = m.generate(x / 5.0)
+    rot = Rotation.from_euler("xyz", pose, degrees=True).as_matrix()
+    px = np.einsum("npi,nji->npj", mesh, rot) * scale
+    px = px * np.array([1.0, -1.0, -1.0]) + np.array([centre[0], centre[1], 0.0])
+    return px + rng.normal(0, LANDMARK_NOISE_PX, px.shape)
+
+
+def _cnn_probs(spec: FaceSpec, ts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    tab = _cnn_table()
+    rows = {**tab["rows"], **tab["confusers"]}
+    neutral = np.asarray(tab["rows"][NEUTRAL], float)
+    p = np.tile(neutral, (len(ts), 1))
+    for ph in spec.phases:
+        row = np.asarray(rows[ph.cnn or ph.label], float)
+        env = _envelope(ts, ph)[:, None]
+        p = np.where(env > 0, (1 - env) * p + env * row, p)
+    if spec.speech:
+        on = np.zeros(len(ts), bool)
+        for s0, s1 in spec.speech:
+            on |= (ts >= s0) & (ts <= s1)
+        p[on] = np.asarray(rows["speech"], float)
+    p = np.clip(p, 1e-3, None)
+    p /= p.sum(1, keepdims=True)
+    out = np.stack([rng.dirichlet(tab["concentration"] * r) for r in p])
+    assert out.shape[1] == len(FER2013_CLASSES)
+    return out.astype(np.float32)
+
+
+def render_track(spec: FaceSpec, ts: np.ndarray, rng: np.random.Generator,
+                 frame_size: tuple[int, int] = (640, 360)) -> Track:
+    """Measure one synthetic face with the real tools (see module doc)."""
+    n = len(ts)
+    cols = au_est.pls_model().columns[: au_est.pls_model().n_aus]
+    x, smile_bs = au_curves(spec, ts, rng)
+    # Head motion: a slow random walk around a per-face mean pose.
+    mean_pose = rng.normal(0, [5, 10, 3])
+    walk = np.cumsum(rng.normal(0, 1, (n, 3)), 0)
+    walk = walk / max(np.abs(walk).max(), 1e-6) * spec.head_motion_deg
+    pose = (mean_pose + walk).astype(np.float32)
+    scale = float(rng.uniform(0.6, 1.2))
+    centre = np.array([rng.uniform(0.3, 0.7) * frame_size[0], rng.uniform(0.4, 0.6) * frame_size[1]])
+    landmarks = _mesh_pixels(x, pose, scale, centre, rng)
+    bs = _blendshapes(x, cols, smile_bs, rng)
+    occ = np.zeros(n, np.float32)
+    reliable = np.ones((n, len(AU_CODES)), np.uint8)
+    for o0, o1, region in spec.occlusions:
+        rows = (ts >= o0) & (ts <= o1)
+        occ[rows] = rng.uniform(0.6, 0.95)
+        landmarks[rows] += rng.normal(0, 3 * LANDMARK_NOISE_PX, landmarks[rows].shape)
+        for a in occlusion.REGION_AUS[region]:
+            reliable[rows, AU_CODES.index(a)] = 0
+    est = au_est.estimate(landmarks, bs, pose, ts, reliable)
+    emo = emotion.fuse(_cnn_probs(spec, ts, rng), est.intensity, AU_CODES)
+    lo, hi = landmarks[:, :, :2].min(1), landmarks[:, :, :2].max(1)
+    return Track(
+        track_id=spec.track_id, frame_index=np.arange(n), timestamps=ts.astype(np.float32),
+        bbox=np.concatenate([lo, hi], 1).astype(np.float32),
+        confidence=np.clip(rng.normal(0.93, 0.02, n), 0, 1).astype(np.float32) * (1 - 0.3 * occ),
+        pose=pose, blendshapes=bs, aus=est.intensity, au_occurrence=est.occurrence,
+        au_reliable=reliable, emotions=emo.probs, valence=emo.valence, arousal=emo.arousal,
+        occlusion=occ,
+    )
+
+
+def make_clip(seed: int, clip_id: str | None = None, n_identities: int = 400,
+              still_share: float = 0.08, second_face_share: float = 0.15,
+              scenario: str | None = None) -> tuple[Analysis, list[Example]]:
+    """One synthetic clip (1-2 faces) and its labelled faces; deterministic in `seed`."""
+    rng = np.random.default_rng(seed)
+    clip_id = clip_id or f"syn{seed:06d}"
+    still = scenario is None and rng.random() < still_share
+    fps = float(rng.choice([6.0, 8.0, 10.0]))
+    dur = 0.0 if still else float(rng.uniform(3.0, 9.0))
+    ts_all = np.zeros(1) if still else np.round(np.arange(0, dur + 1e-6, 1 / fps), 4)
+    n_faces = 2 if (not still and scenario is None and rng.random() < second_face_share) else 1
+    tracks, examples = [], []
+    for f in range(n_faces):
+        kind = scenario or str(rng.choice(list(SCENARIOS), p=np.array(list(SCENARIOS.values()))
+                                          / sum(SCENARIOS.values())))
+        identity = f"id{int(rng.integers(n_identities)):04d}"
+        if still:
+            start, end = 0.0, 0.0
+            if kind in ("speech", "sequence"):
+                kind = "single"
+        else:
+            start = 0.0 if f == 0 else float(np.round(rng.uniform(0, dur / 3), 1))
+            end = dur if f == 0 else float(np.round(rng.uniform(2 * dur / 3, dur), 1))
+        spec = scenario_spec(kind, rng, f + 1, identity, start if not still else -1.0,
+                             end if not still else 1.0)
+        ts = ts_all[(ts_all >= start - 1e-6) & (ts_all <= end + 1e-6)]
+        if still:  # the photo is taken at the apex of the expression
+            ts = np.zeros(1)
+            for p in spec.phases:
+                p.onset, p.apex, p.offset, p.release = -1.0, -0.5, 0.5, 1.0
+        tracks.append(render_track(spec, ts, rng))
+        examples.append(Example(
+            id=f"{clip_id}_f{f + 1}", clip_id=clip_id, identity=identity, scenario=kind,
+            confuser=kind in CONFUSERS, track_id=f + 1, label=spec.label, aus=spec.true_aus,
+            segment_order=[spec.label] if still else spec.segment_order))
+    name = f"{clip_id}.{'jpg' if still else 'mp4'}"
+    analysis = Analysis(
+        source=SourceInfo(name=name, kind="image" if still else "video", width=640, height=360,
+                          duration_s=None if still else dur, native_fps=None if still else fps,
+                          n_frames=len(ts_all), sha256=hashlib.sha256(name.encode()).hexdigest()),
+        sampling=Sampling(target_fps=None if still else fps, frames_decoded=len(ts_all),
+                          frames_analysed=len(ts_all), timestamps=ts_all.astype(np.float32)),
+        tracks=tracks,
+    )
+    timeline.annotate(analysis)
+    return analysis, examples
+
+
+def generate(n_clips: int, seed: int = 0, **kwargs):
+    """Yield (analysis, examples) for n_clips clips, seeds seed..seed+n_clips-1."""
+    for i in range(n_clips):
+        yield make_clip(seed * 1_000_003 + i, **kwargs)
