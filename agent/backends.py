@@ -76,6 +76,7 @@ class Generation:
     ttft: float | None = None  # seconds from request to first token
     seconds: float = 0.0
     stopped_early: bool = False
+    n_images: int = 0  # images the model actually received
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -295,7 +296,8 @@ class TransformersBackend(Backend):
             raise BackendError(f"generation failed in {self.model_id}: {result['error']}") from result["error"]
         n_new = int(result["ids"].shape[1] - n_prompt)
         return Generation(text=text, n_tokens=n_new, prompt_tokens=n_prompt, ttft=ttft,
-                          seconds=time.perf_counter() - t0, stopped_early=stop.is_set())
+                          seconds=time.perf_counter() - t0, stopped_early=stop.is_set(),
+                          n_images=len(images or []) if self.is_vlm else 0)
 
 
 # ------------------------------------------------------------------ openai

@@ -16,6 +16,7 @@ import sys
 COMMAND_MODULES = [
     "tools.commands",  # analyze, assets
     "evals.commands",  # eval fec|emotion|au|explanations
+    "agent.commands",  # explain
 ]
 
 

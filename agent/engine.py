@@ -31,6 +31,7 @@ class _Writer:
         self.p = prompts.load_yaml("engine_phrases")
         self.cues = prompts.load_yaml("au_cues")
         self.emos = prompts.load_yaml("emotion_phrases")
+        self.narrated: set[str] = set()  # AUs the caption already described
 
     def pick(self, key: str, **kw) -> str:
         return prompts.fill(self.rng.choice(self.p[key]), **kw)
@@ -104,7 +105,7 @@ def _observations(w: _Writer, spans: list[ev.AUSpan]) -> list[KeyObservation]:
 
 
 def _fmt_spans(spans: list[tuple[float, float]]) -> str:
-    return ", ".join(f"{a:.1f}-{b:.1f} s" for a, b in spans[:3])
+    return ", ".join(f"{a:.1f} s" if b - a < 0.05 else f"{a:.1f}-{b:.1f} s" for a, b in spans[:3])
 
 
 def _interpretation(w: _Writer, obs: list[KeyObservation], concl: Conclusion,
@@ -123,8 +124,8 @@ def _interpretation(w: _Writer, obs: list[KeyObservation], concl: Conclusion,
         text += w.pick("interp_duchenne")
     elif "AU12" in codes:
         text += w.pick("interp_smile_no_duchenne")
-    order = []
-    for s in segs:
+    order: list[str] = []
+    for s in [s for s in segs if not s.micro] or segs:
         if not order or order[-1] != s.label:
             order.append(s.label)
     if len(order) > 1:
@@ -148,11 +149,14 @@ def _interpretation(w: _Writer, obs: list[KeyObservation], concl: Conclusion,
 
 
 def _actions_in(w: _Writer, spans: list[ev.AUSpan], start: float, end: float) -> str:
-    """Caption phrase for the AUs whose activation begins inside [start, end]."""
+    """Caption phrase for the strongest AUs whose activation begins inside [start, end],
+    each AU narrated once per caption."""
     seen: list[str] = []
-    for s in sorted(spans, key=lambda s: s.start):
-        if start - ev.TIME_TOLERANCE_S <= s.start <= end and s.au not in seen and s.au != "AU45":
+    for s in spans:  # strongest first
+        if (start - ev.TIME_TOLERANCE_S <= s.start <= end and s.au not in seen
+                and s.au not in w.narrated and s.au != "AU45"):
             seen.append(s.au)
+    w.narrated.update(seen[:3])
     return w.listing([w.action(au) for au in seen[:3]])
 
 
@@ -169,7 +173,9 @@ def _caption(w: _Writer, segs: list[EmotionSegment], spans: list[ev.AUSpan], lab
                                mean_prob=0.0, peak_prob=0.0)]
     major = [s for s in segs if not s.micro] or segs
     first, last = major[0], major[-1]
-    middle = [s for s in major[1:-1] if s.label not in (first.label, last.label)] or major[1:-1]
+    # The middle of the story: the longest stretch unlike both ends, if any.
+    middle = sorted([s for s in major[1:-1] if s.label not in (first.label, last.label)]
+                    or major[1:-1], key=lambda s: s.start - s.end)
     begin = w.pick("caption_begin", subject=subject, state=w.state(first.label))
     acts = _actions_in(w, spans, t.start, first.start + 0.5 * (first.end - first.start))
     begin += w.pick("caption_begin_actions", actions=acts) if acts else "."

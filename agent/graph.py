@@ -115,7 +115,7 @@ def format_gate(text: str) -> bool:
 
 def _gen_stats(g: Generation, kind: str) -> dict:
     return {"kind": kind, "tokens": g.n_tokens, "prompt_tokens": g.prompt_tokens, "ttft": g.ttft,
-            "seconds": round(g.seconds, 3), "stopped_early": g.stopped_early}
+            "seconds": round(g.seconds, 3), "stopped_early": g.stopped_early, "images": g.n_images}
 
 
 class _Agent:
@@ -341,6 +341,7 @@ def explain(source: str | os.PathLike | Analysis, *, question: str | None = None
     if first_token is not None:
         timings["first_token_s"] = first_token
     stats = {"turns": sum(len(t["generations"]) for t in traces),
+             "generations": [g for t in traces for g in t["generations"]],
              "tool_calls": [c for t in traces for c in t["tool_calls"]],
              "fallbacks": sum(e.fallback_used for e in explanations)}
     return ExplainResult(analysis=analysis, explanations=explanations, model=be.model_id,

@@ -1,0 +1,63 @@
+"""`facereason explain`: perception, then the reasoning agent, printed as text (or JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explain", help="analyse a video/image and explain each face's expression")
+    p.add_argument("path", help="a video or image")
+    p.add_argument("--question", "-q", default=None, help="a question to answer in the explanation")
+    p.add_argument("--model", default=None,
+                   help="model: asset name, local folder or hub id (transformers), or the served "
+                        "model name (openai); default: SmolLM2-135M-Instruct")
+    p.add_argument("--adapter", default=None,
+                   help="PEFT LoRA adapter folder ('none' to skip the project's default adapter)")
+    p.add_argument("--backend", choices=["transformers", "openai"], default="transformers")
+    p.add_argument("--base-url", default=None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--api-key", default=None, help="API key for --backend openai (or $OPENAI_API_KEY)")
+    p.add_argument("--fps", type=float, default=None, help="frames per second to analyse")
+    p.add_argument("--max-faces", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="F", help="also write the result (analysis + explanations) as JSON")
+    p.add_argument("--stream", action="store_true", help="show the model's tokens on stderr as they come")
+    p.set_defaults(func=run_explain)
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    from agent import explain
+
+    def token(piece: str) -> None:
+        sys.stderr.write(piece)
+        sys.stderr.flush()
+
+    result = explain(args.path, question=args.question, model=args.model, adapter=args.adapter,
+                     backend=args.backend, base_url=args.base_url, api_key=args.api_key,
+                     fps=args.fps, max_faces=args.max_faces, seed=args.seed,
+                     on_token=token if args.stream else None)
+    if args.stream:
+        sys.stderr.write("\n")
+    print(result.text)
+    notes = []
+    for e in result.explanations:
+        if e.fallback_used:
+            notes.append(f"face {e.track_id}: the model's answer was unusable ({e.fallback_reason}); "
+                         "this explanation comes from the Exp-CoT engine")
+        for claim in e.unfaithful_claims:
+            notes.append(f"face {e.track_id}: unfaithful claim: {claim}")
+    t = result.timings
+    notes.append(f"model {result.model or '-'} ({result.backend}); perception {t.get('perception_s', 0):.1f} s, "
+                 f"total {t.get('total_s', 0):.1f} s")
+    print("\n" + "\n".join(f"[{n}]" for n in notes), file=sys.stderr)
+    if args.json:
+        payload = {"explanations": [e.model_dump() for e in result.explanations], "text": result.text,
+                   "model": result.model, "backend": result.backend, "timings": result.timings,
+                   "message": result.message,
+                   "analysis": json.loads(result.analysis.to_json())}
+        with open(args.json, "w") as fh:
+            json.dump(payload, fh, indent=1)
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
