@@ -74,20 +74,24 @@ def _shift(f: FaceObservation, dx: float, dy: float, w: int, h: int) -> FaceObse
     lm = f.landmarks + np.array([dx, dy, 0], np.float32)
     x0, y0 = np.clip(lm[:, :2].min(0), 0, [w, h])
     x1, y1 = np.clip(lm[:, :2].max(0), 0, [w, h])
+    # f.quality was scored inside the tile, so a face the tile cuts keeps its low score.
     return FaceObservation(bbox=np.array([x0, y0, x1, y1], np.float32), landmarks=lm,
                            blendshapes=f.blendshapes, transform=f.transform, pose=f.pose,
-                           quality=landmark_quality(lm, w, h, f.pose))
+                           quality=min(f.quality, landmark_quality(lm, w, h, f.pose)))
 
 
-def _merge_duplicates(faces: list[FaceObservation], iou: float = 0.3) -> list[FaceObservation]:
+def _merge_duplicates(faces: list[FaceObservation], iou: float = 0.3,
+                      keep_order: bool = False) -> list[FaceObservation]:
+    """Drop faces overlapping an earlier kept one; best quality first unless keep_order."""
     from tools.tracking import iou_matrix
 
-    faces = sorted(faces, key=lambda f: -f.quality)
+    if not keep_order:
+        faces = sorted(faces, key=lambda f: -f.quality)
     kept: list[FaceObservation] = []
     for f in faces:
         if not kept or iou_matrix(f.bbox[None], np.stack([k.bbox for k in kept])).max() < iou:
             kept.append(f)
-    return kept  # best quality first
+    return kept
 
 
 @contextlib.contextmanager
@@ -169,15 +173,19 @@ class LandmarkDetector:
         of the side, so neighbours overlap by 20%) finds them; duplicates are
         merged by box overlap, keeping the better-quality face.
         """
-        faces = self.detect(rgb)
+        whole = self.detect(rgb)
         h, w = rgb.shape[:2]
         th, tw = int(h * 0.6), int(w * 0.6)
+        tiles: list[FaceObservation] = []
         if min(th, tw) >= 64:
             for y0 in (0, h - th):
                 for x0 in (0, w - tw):
                     for f in self.detect(rgb[y0:y0 + th, x0:x0 + tw]):
-                        faces.append(_shift(f, x0, y0, w, h))
-        return _merge_duplicates(faces)[: self.max_faces]
+                        tiles.append(_shift(f, x0, y0, w, h))
+        # A face the whole-picture pass found wins over its tile copies (a tile may
+        # cut it); tile faces fill in only where the whole pass found nothing.
+        faces = _merge_duplicates(whole) + sorted(tiles, key=lambda f: -f.quality)
+        return _merge_duplicates(faces, keep_order=True)[: self.max_faces]
 
     def close(self) -> None:
         if self._lm is not None:
