@@ -1,0 +1,126 @@
+"""Reward-driven RL: TRL GRPOTrainer from the SFT adapter, with finetune/rewards.py.
+
+    facereason train grpo --config grpo_smollm2
+    accelerate launch --config_file finetune/configs/accelerate_multi_gpu.yaml \
+        -m finetune.grpo --config grpo_gpu      # use_vllm: true there
+
+The policy starts from the SFT adapter. With `beta: 0` (the CPU recipe: no
+reference model to run) the SFT adapter itself keeps training. With a KL term
+(`beta > 0`) the reference must be the SFT policy, not the base model, so the
+SFT adapter is merged into the base weights in memory, a fresh LoRA is trained
+on top (PEFT's reference is then the merged SFT model with the new adapter off),
+and at the end the two adapters are concatenated into one (PEFT
+`add_weighted_adapter(..., combination_type="cat")`, exact: the sum of two LoRA
+updates is a LoRA of the summed rank). Either way the result is one adapter on
+the base model, in output_dir/adapter.
+
+Prompts are the agent's opening turns (system + evidence); the rewards read
+the dataset's label columns (see finetune/rewards.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import tools  # noqa: F401  (torchvision workaround before transformers/peft/trl)
+from finetune import config as C
+from finetune import rewards
+from finetune.data import builder
+from finetune.sft import _tokenizer, last_checkpoint, load_model, lora_config, resolve_model
+
+REWARD_COLUMNS = ["prompt", "label", "aus", "observed_aus", "segment_order"]
+
+
+def _prompts(ds, n: int | None):
+    if n is not None:
+        ds = ds.select(range(min(int(n), len(ds))))
+    return ds.remove_columns([c for c in ds.column_names if c not in REWARD_COLUMNS])
+
+
+def combine_adapters(base_path: str, first: str | Path, second: str | Path, out: str | Path) -> Path:
+    """One adapter equal to applying `first` then `second` (LoRA concatenation), saved to `out`."""
+    from peft import PeftModel
+
+    base, proc = load_model(base_path, vlm=False)
+    model = PeftModel.from_pretrained(base, str(first), adapter_name="first")
+    model.load_adapter(str(second), adapter_name="second")
+    model.add_weighted_adapter(["first", "second"], [1.0, 1.0], adapter_name="combined",
+                               combination_type="cat")
+    model.set_adapter("combined")
+    for name in ("first", "second"):
+        model.delete_adapter(name)
+    out = Path(out)
+    model.save_pretrained(str(out))
+    # PEFT writes a named adapter into a subfolder; keep the plain layout loaders expect.
+    sub = out / "combined"
+    if sub.is_dir():
+        for f in sub.iterdir():
+            f.replace(out / f.name)
+        sub.rmdir()
+    _tokenizer(proc).save_pretrained(str(out))
+    return out
+
+
+def train(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None = None) -> Path:
+    """Run GRPO as configured; returns the adapter folder."""
+    from peft import PeftModel
+    from trl import GRPOConfig, GRPOTrainer
+
+    cfg = C.load(cfg_or_path, overrides)
+    out = Path(cfg.get("output_dir", "out/grpo"))
+    model_path = resolve_model(cfg.get("model"))
+    dsd = builder.load(cfg["data"])
+    train_ds = _prompts(dsd["train"], cfg.get("max_train_rows"))
+    names = list(cfg.get("rewards", list(rewards.DEFAULT_WEIGHTS)))
+    weights = cfg.get("reward_weights", {})
+    section = dict(cfg.get("grpo", {}))
+    section.setdefault("reward_weights", [float(weights.get(n, rewards.DEFAULT_WEIGHTS.get(n, 1.0)))
+                                          for n in names])
+    args = C.trl_args(GRPOConfig, {"report_to": "none", **section}, output_dir=str(out))
+    model, proc = load_model(model_path, vlm=False, dtype=cfg.get("dtype", "float32"))
+    sft_adapter = cfg.get("adapter")
+    peft_config = None
+    stacked = False
+    if sft_adapter and args.beta > 0:
+        model = PeftModel.from_pretrained(model, str(sft_adapter)).merge_and_unload()
+        peft_config, stacked = lora_config(cfg.get("lora", {})), True
+    elif sft_adapter:
+        model = PeftModel.from_pretrained(model, str(sft_adapter), is_trainable=True)
+    else:
+        peft_config = lora_config(cfg.get("lora", {}))
+    trainer = GRPOTrainer(model=model, reward_funcs=rewards.get(names), args=args,
+                          train_dataset=train_ds, processing_class=_tokenizer(proc),
+                          peft_config=peft_config)
+    resume = cfg.get("resume", "auto")
+    ckpt = last_checkpoint(out) if resume == "auto" else (resume or None)
+    t0 = time.time()
+    trainer.train(resume_from_checkpoint=ckpt)
+    adapter = out / "adapter"
+    if stacked:
+        trainer.save_model(str(out / "grpo_delta"))
+        combine_adapters(model_path, sft_adapter, out / "grpo_delta", adapter)
+    else:
+        trainer.save_model(str(adapter))
+        _tokenizer(proc).save_pretrained(str(adapter))
+    report = {"stage": "grpo", "model": model_path, "sft_adapter": sft_adapter, "rewards": names,
+              "reward_weights": args.reward_weights, "train_rows": len(train_ds),
+              "steps": trainer.state.global_step, "wall_s": round(time.time() - t0, 1),
+              "resumed_from": ckpt, "log_history": trainer.state.log_history}
+    (out / "log_history.json").write_text(json.dumps(report, indent=1))
+    return adapter
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True)
+    p.add_argument("overrides", nargs="*", help="key.sub=value settings that replace the config's")
+    a = p.parse_args(argv)
+    print(train(a.config, a.overrides))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
