@@ -553,9 +553,18 @@ def explain_job(state: ServerState, path: Path, opts: dict, work: Work,
         explain = None
     if explain is None:
         return engine_explain(path, opts, s, on_progress)
-    return _call(explain, str(path), question=opts.get("question"), model=s.model,
+    # Perception runs here rather than inside the agent so that the server's limits
+    # (duration checked while decoding), cancellation at each frame, progress events and
+    # named label sets all apply; the agent then explains the Analysis.
+    from tools.pipeline import analyze
+
+    extra = {"label_set": opts["label_set"]} if opts.get("label_set") else {}
+    source = analyze(path, fps=opts.get("fps"), max_faces=opts.get("max_faces", 4),
+                     limits=s.limits(), include_landmarks=False, progress=on_progress, **extra)
+    label_set = list(source.emotion_labels) if extra else None
+    return _call(explain, source, question=opts.get("question"), model=s.model,
                  adapter=s.adapter, backend=s.backend, base_url=s.base_url,
-                 api_key=s.backend_key, label_set=opts.get("label_set"), fps=opts.get("fps"),
+                 api_key=s.backend_key, label_set=label_set, fps=opts.get("fps"),
                  max_faces=opts.get("max_faces", 4), on_token=on_token, on_progress=on_progress,
                  limits=s.limits(), seed=0)
 
@@ -706,15 +715,18 @@ def _install_routes(app: FastAPI, state: ServerState, auth) -> None:
         fps: Annotated[float | None, Form(gt=0, le=60)] = None,
         max_faces: Annotated[int, Form(ge=1, le=16)] = 4,
         landmarks: Annotated[bool, Form()] = False,
+        label_set: Annotated[str | None, Form(max_length=64)] = None,
     ) -> Response:
         """Perception only: the Analysis as JSON, or CSV with `Accept: text/csv`."""
+        extra = {"label_set": name} if (name := check_label_set(label_set)) else {}
         work, path = await _start(file)
 
         def job():
             from tools.pipeline import analyze
 
             return analyze(path, fps=fps or s.default_fps, max_faces=max_faces, limits=s.limits(),
-                           include_landmarks=landmarks, progress=lambda *_: work.check())
+                           include_landmarks=landmarks, progress=lambda *_: work.check(),
+                           **extra)
 
         try:
             work.start(job)

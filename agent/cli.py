@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "tools.commands",  # analyze, assets
     "evals.commands",  # eval fec|emotion|au|explanations
     "agent.commands",  # explain
+    "app",  # serve
 ]
 
 
