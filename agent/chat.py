@@ -37,7 +37,7 @@ from tools.analysis import Analysis
 from tools.errors import FaceReasonError
 
 MAX_TOOL_ROUNDS = 2
-MAX_NEW_TOKENS = 160
+MAX_NEW_TOKENS = 96
 WINDOW_HALF_S = 0.5
 _TIME_RE = re.compile(
     r"(?:\bsecond\s+|\bsec\.?\s+|\bat\s+)(\d+(?:\.\d+)?)|(\d+(?:\.\d+)?)\s*(?:s\b|secs?\b|seconds?\b)", re.I)
