@@ -29,22 +29,31 @@ import tools  # noqa: F401  (torchvision workaround before transformers/peft/trl
 from finetune import config as C
 from finetune import rewards
 from finetune.data import builder
-from finetune.sft import _tokenizer, last_checkpoint, load_model, lora_config, resolve_model
+from finetune.sft import (
+    is_vlm,
+    last_checkpoint,
+    load_model,
+    lora_config,
+    resolve_model,
+    save_processing,
+)
 
 REWARD_COLUMNS = ["prompt", "label", "aus", "observed_aus", "segment_order"]
 
 
-def _prompts(ds, n: int | None):
+def _prompts(ds, n: int | None, vlm: bool):
     if n is not None:
         ds = ds.select(range(min(int(n), len(ds))))
-    return ds.remove_columns([c for c in ds.column_names if c not in REWARD_COLUMNS])
+    keep = [*REWARD_COLUMNS, "images"] if vlm else REWARD_COLUMNS
+    return ds.remove_columns([c for c in ds.column_names if c not in keep])
 
 
-def combine_adapters(base_path: str, first: str | Path, second: str | Path, out: str | Path) -> Path:
+def combine_adapters(base_path: str, first: str | Path, second: str | Path, out: str | Path,
+                     vlm: bool = False) -> Path:
     """One adapter equal to applying `first` then `second` (LoRA concatenation), saved to `out`."""
     from peft import PeftModel
 
-    base, proc = load_model(base_path, vlm=False)
+    base, proc = load_model(base_path, vlm=vlm)
     model = PeftModel.from_pretrained(base, str(first), adapter_name="first")
     model.load_adapter(str(second), adapter_name="second")
     model.add_weighted_adapter(["first", "second"], [1.0, 1.0], adapter_name="combined",
@@ -60,7 +69,7 @@ def combine_adapters(base_path: str, first: str | Path, second: str | Path, out:
         for f in sub.iterdir():
             f.replace(out / f.name)
         sub.rmdir()
-    _tokenizer(proc).save_pretrained(str(out))
+    save_processing(base_path, vlm, out)
     return out
 
 
@@ -73,14 +82,15 @@ def train(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None = N
     out = Path(cfg.get("output_dir", "out/grpo"))
     model_path = resolve_model(cfg.get("model"))
     dsd = builder.load(cfg["data"])
-    train_ds = _prompts(dsd["train"], cfg.get("max_train_rows"))
+    vlm = bool(cfg.get("vlm", is_vlm(model_path)))
+    train_ds = _prompts(dsd["train"], cfg.get("max_train_rows"), vlm)
     names = list(cfg.get("rewards", list(rewards.DEFAULT_WEIGHTS)))
     weights = cfg.get("reward_weights", {})
     section = dict(cfg.get("grpo", {}))
     section.setdefault("reward_weights", [float(weights.get(n, rewards.DEFAULT_WEIGHTS.get(n, 1.0)))
                                           for n in names])
     args = C.trl_args(GRPOConfig, {"report_to": "none", **section}, output_dir=str(out))
-    model, proc = load_model(model_path, vlm=False, dtype=cfg.get("dtype", "float32"))
+    model, proc = load_model(model_path, vlm=vlm, dtype=cfg.get("dtype", "float32"))
     sft_adapter = cfg.get("adapter")
     peft_config = None
     stacked = False
@@ -92,7 +102,7 @@ def train(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None = N
     else:
         peft_config = lora_config(cfg.get("lora", {}))
     trainer = GRPOTrainer(model=model, reward_funcs=rewards.get(names), args=args,
-                          train_dataset=train_ds, processing_class=_tokenizer(proc),
+                          train_dataset=train_ds, processing_class=proc,
                           peft_config=peft_config)
     resume = cfg.get("resume", "auto")
     ckpt = last_checkpoint(out) if resume == "auto" else (resume or None)
@@ -101,10 +111,10 @@ def train(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None = N
     adapter = out / "adapter"
     if stacked:
         trainer.save_model(str(out / "grpo_delta"))
-        combine_adapters(model_path, sft_adapter, out / "grpo_delta", adapter)
+        combine_adapters(model_path, sft_adapter, out / "grpo_delta", adapter, vlm)
     else:
         trainer.save_model(str(adapter))
-        _tokenizer(proc).save_pretrained(str(adapter))
+        save_processing(model_path, vlm, adapter)
     report = {"stage": "grpo", "model": model_path, "sft_adapter": sft_adapter, "rewards": names,
               "reward_weights": args.reward_weights, "train_rows": len(train_ds),
               "steps": trainer.state.global_step, "wall_s": round(time.time() - t0, 1),

@@ -92,6 +92,17 @@ def training_template(proc, rows: list[dict]) -> str | None:
     return str(CHATML_TRAINING)
 
 
+def save_processing(model_path: str, vlm: bool, out: Path) -> None:
+    """Save the base model's own tokenizer/processor beside an adapter: the training
+    template (generation markers) is for masking only, inference uses the original."""
+    from transformers import AutoProcessor, AutoTokenizer
+
+    (AutoProcessor if vlm else AutoTokenizer).from_pretrained(model_path).save_pretrained(str(out))
+    stale = out / "training_args.bin"
+    if stale.exists():  # a pickle of the run's arguments: not needed to load the adapter
+        stale.unlink()
+
+
 def last_checkpoint(out: Path) -> str | None:
     ckpts = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     return str(ckpts[-1]) if ckpts else None
@@ -139,7 +150,7 @@ def train(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None = N
     result = trainer.train(resume_from_checkpoint=ckpt)
     adapter = out / "adapter"
     trainer.save_model(str(adapter))
-    _tokenizer(proc).save_pretrained(str(adapter))
+    save_processing(model_path, vlm, adapter)
     report = {"stage": "sft", "model": model_path, "train_rows": len(train_ds),
               "steps": trainer.state.global_step, "wall_s": round(time.time() - t0, 1),
               "train_loss": result.training_loss, "resumed_from": ckpt,

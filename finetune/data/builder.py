@@ -165,3 +165,25 @@ def load(path: str | Path):
     if not p.exists():
         raise TrainingDataError(f"no dataset at {p}; build one with `facereason train data`.")
     return load_from_disk(str(p))
+
+
+# ------------------------------------------------------------------ VLM rows
+def multimodal_messages(messages: list[dict], n_images: int) -> list[dict]:
+    """Messages in the content-parts form VLM processors take: images first in the first
+    user turn (as agent.backends sends key frames), text parts everywhere."""
+    out, placed = [], False
+    for m in messages:
+        parts = [{"type": "text", "text": m["content"]}]
+        if m["role"] == "user" and not placed:
+            parts = [*({"type": "image"} for _ in range(n_images)), *parts]
+            placed = True
+        out.append({"role": m["role"], "content": parts})
+    return out
+
+
+def with_key_frames(row: dict, frames: list) -> dict:
+    """A row for VLM training: its conversation with `frames` (PIL images or arrays) attached."""
+    from PIL import Image
+
+    pil = [f if isinstance(f, Image.Image) else Image.fromarray(f) for f in frames]
+    return {**row, "messages": multimodal_messages(row["messages"], len(pil)), "images": pil}
