@@ -335,8 +335,12 @@ def explain(source: str | os.PathLike | Analysis, *, question: str | None = None
     gen_s = time.perf_counter() - t2
     tokens = sum(g["tokens"] for t in traces for g in t["generations"])
     model_s = sum(g["seconds"] for t in traces for g in t["generations"])
+    # Decode speed excludes each turn's prompt processing (up to its first token).
+    decode_s = sum(g["seconds"] - (g["ttft"] or 0.0) for t in traces for g in t["generations"])
+    decode_tokens = sum(max(g["tokens"] - 1, 0) for t in traces for g in t["generations"])
     timings.update({"generation_s": gen_s, "tokens": float(tokens),
                     "tokens_per_s": tokens / model_s if model_s > 0 else 0.0,
+                    "decode_tokens_per_s": decode_tokens / decode_s if decode_s > 0 else 0.0,
                     "total_s": time.perf_counter() - t0})
     if first_token is not None:
         timings["first_token_s"] = first_token
