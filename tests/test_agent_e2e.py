@@ -83,3 +83,33 @@ def test_missing_file_is_a_clear_error(capsys):
     assert main(["explain", "/nonexistent/clip.mp4", "--backend", "openai",
                  "--base-url", "http://127.0.0.1:9"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_peft_adapter_loads_on_the_default_model(tmp_path, monkeypatch):
+    # A freshly initialised LoRA (B = 0) leaves outputs unchanged but exercises the
+    # whole adapter path: save, resolve, PeftModel.from_pretrained, generate.
+    from tools.torchvision_compat import ensure
+
+    ensure()
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from agent.backends import BackendError, TransformersBackend, resolve_adapter
+    from tools import assets
+
+    base = AutoModelForCausalLM.from_pretrained(assets.model_dir())
+    lora = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    adapter = tmp_path / "facereason-smollm2-lora"
+    lora.save_pretrained(adapter)
+    be = TransformersBackend.load(None, adapter=adapter)
+    assert isinstance(be.model, PeftModel) and be.model_id.endswith("+facereason-smollm2-lora")
+    msgs = [{"role": "user", "content": "Say hello."}]
+    g = be.generate(msgs, max_new_tokens=6)
+    plain = TransformersBackend.load(None, adapter="none").generate(msgs, max_new_tokens=6)
+    assert g.text == plain.text  # B = 0: the adapter adds nothing yet
+    # The default-adapter hook: $FACEREASON_ADAPTER, and a clear error for a wrong folder.
+    monkeypatch.setenv("FACEREASON_ADAPTER", str(adapter))
+    assert resolve_adapter(None, None) == str(adapter)
+    with pytest.raises(BackendError, match="not a PEFT adapter"):
+        resolve_adapter(None, tmp_path)
