@@ -19,6 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=["transformers", "openai"], default="transformers")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--api-key", default=None, help="API key for --backend openai (or $OPENAI_API_KEY)")
+    p.add_argument("--label-set", default=None,
+                   help="emotion label set: a name under prompts/labelsets/ or a YAML path")
     p.add_argument("--fps", type=float, default=None, help="frames per second to analyse")
     p.add_argument("--max-faces", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
@@ -36,7 +38,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
     result = explain(args.path, question=args.question, model=args.model, adapter=args.adapter,
                      backend=args.backend, base_url=args.base_url, api_key=args.api_key,
-                     fps=args.fps, max_faces=args.max_faces, seed=args.seed,
+                     label_set=args.label_set, fps=args.fps, max_faces=args.max_faces, seed=args.seed,
                      on_token=token if args.stream else None)
     if args.stream:
         sys.stderr.write("\n")

@@ -270,13 +270,16 @@ def run_track(analysis: Analysis, track_id: int, backend: Backend, *, question: 
     return final["explanation"], trace
 
 
-def _analyze(path: Path, fps: float | None, max_faces: int, label_set: list[str] | None,
+def _analyze(path: Path, fps: float | None, max_faces: int, label_set: Any,
              on_progress: ProgressFn | None) -> Analysis:
-    from tools import analyze
+    from tools.pipeline import analyze  # the real signature (tools.analyze is a lazy wrapper)
 
     kwargs: dict[str, Any] = {"fps": fps, "max_faces": max_faces}
     params = inspect.signature(analyze).parameters
     if label_set is not None:
+        if isinstance(label_set, (list, tuple)):
+            raise FaceReasonError("perception takes a label set by name (e.g. 'academic') or as a "
+                                  "YAML path, not as a list of labels")
         if "label_set" not in params:
             raise FaceReasonError("this build's perception does not support custom label sets yet")
         kwargs["label_set"] = label_set
@@ -288,11 +291,15 @@ def _analyze(path: Path, fps: float | None, max_faces: int, label_set: list[str]
 def explain(source: str | os.PathLike | Analysis, *, question: str | None = None,
             model: str | None = None, adapter: str | None = None,
             backend: str | Backend = "transformers", base_url: str | None = None,
-            api_key: str | None = None, label_set: list[str] | None = None,
+            api_key: str | None = None, label_set: str | os.PathLike | list[str] | None = None,
             fps: float | None = None, max_faces: int = 4, on_token: TokenFn | None = None,
             on_progress: ProgressFn | None = None, seed: int = 0,
             max_new_tokens: int = MAX_NEW_TOKENS) -> ExplainResult:
     """Analyse a video/image (or take an Analysis) and explain every face in it.
+
+    label_set: for a path, the perception label set (a name under prompts/labelsets/
+    or a YAML path); with an Analysis its own labels are used and this only marks
+    that a custom set is active (context scoring then uses those labels).
 
     Returns an ExplainResult: one Explanation per face track (an empty list and a
     message for a face-free input), the rendered text, and timings (perception,
@@ -325,7 +332,7 @@ def explain(source: str | os.PathLike | Analysis, *, question: str | None = None
     for i, track in enumerate(analysis.tracks):
         exp, trace = run_track(analysis, track.track_id, be, question=question, on_token=on_token,
                                seed=seed, source_path=source_path, max_new_tokens=max_new_tokens,
-                               label_set=label_set)
+                               label_set=list(analysis.emotion_labels) if label_set else None)
         if first_token is None and trace["first_token_at"] is not None:
             first_token = trace["first_token_at"] - t0
         explanations.append(exp)
