@@ -16,7 +16,6 @@ set. `validate` runs the faithfulness check on whatever is answered.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import time
@@ -272,20 +271,12 @@ def run_track(analysis: Analysis, track_id: int, backend: Backend, *, question: 
 
 def _analyze(path: Path, fps: float | None, max_faces: int, label_set: Any,
              on_progress: ProgressFn | None) -> Analysis:
-    from tools.pipeline import analyze  # the real signature (tools.analyze is a lazy wrapper)
+    from tools.pipeline import analyze
 
-    kwargs: dict[str, Any] = {"fps": fps, "max_faces": max_faces}
-    params = inspect.signature(analyze).parameters
-    if label_set is not None:
-        if isinstance(label_set, (list, tuple)):
-            raise FaceReasonError("perception takes a label set by name (e.g. 'academic') or as a "
-                                  "YAML path, not as a list of labels")
-        if "label_set" not in params:
-            raise FaceReasonError("this build's perception does not support custom label sets yet")
-        kwargs["label_set"] = label_set
-    if on_progress is not None and "progress" in params:
-        kwargs["progress"] = on_progress
-    return analyze(path, **kwargs)
+    if isinstance(label_set, (list, tuple)):
+        raise FaceReasonError("perception takes a label set by name (e.g. 'academic') or as a "
+                              "YAML path, not as a list of labels")
+    return analyze(path, fps=fps, max_faces=max_faces, label_set=label_set, progress=on_progress)
 
 
 def explain(source: str | os.PathLike | Analysis, *, question: str | None = None,
