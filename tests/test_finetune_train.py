@@ -1,0 +1,186 @@
+"""Smoke training runs: SFT and GRPO on the real SmolLM2 asset and on a tiny random
+Qwen2-VL, the evaluation/report path, resuming, merging and combining adapters.
+
+A few steps on tiny data: these check the code paths and that weights move, not
+the quality of the result (that is docs/training.md's table, from `make train`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from finetune import config as C
+from finetune import grpo, recipe, sft
+from finetune.data import builder
+
+
+def _paths(cfg: dict, root: Path) -> dict:
+    """A config with its out/smoke/... paths moved under root."""
+    text = json.dumps(cfg).replace("out/smoke", str(root))
+    return json.loads(text)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke")
+    cfg = C.load("recipe_smoke")
+    cfg = {k: (_paths(C.load(v), root) if isinstance(v, str) else _paths(v, root))
+           for k, v in cfg.items() if not k.startswith("_")}
+    result = recipe.run(cfg)
+    return root, cfg, result
+
+
+def _lora_b(adapter: Path) -> list[torch.Tensor]:
+    from safetensors.torch import load_file
+
+    w = load_file(str(adapter / "adapter_model.safetensors"))
+    return [v for k, v in w.items() if "lora_B" in k]
+
+
+@pytest.mark.slow
+def test_smoke_recipe_trains_every_stage(smoke):
+    root, cfg, result = smoke
+    sft_dir, grpo_dir = Path(result["outputs"]["sft"]), Path(result["outputs"]["grpo"])
+    # LoRA B starts at zero: non-zero B means SFT took optimizer steps.
+    assert any(b.abs().sum() > 0 for b in _lora_b(sft_dir))
+    log = json.loads((root / "sft" / "log_history.json").read_text())
+    assert log["steps"] == cfg["sft"]["sft"]["max_steps"]
+    assert all(np.isfinite(h["loss"]) for h in log["log_history"] if "loss" in h)
+    g = json.loads((root / "grpo" / "log_history.json").read_text())
+    logged = [h for h in g["log_history"] if "reward" in h][0]
+    for name in ("format", "label", "au", "faithfulness", "caption_order"):
+        assert f"rewards/{name}_reward/mean" in logged
+    assert (grpo_dir / "adapter_config.json").is_file()
+    table = json.loads((root / "eval" / "eval.json").read_text())
+    assert set(table["systems"]) == {"base", "engine", "sft", "grpo"}
+    # The engine is scored by the same code as the models: its text is valid and faithful.
+    eng = table["systems"]["engine"]["synthetic held-out"]
+    assert eng["format_validity"] == 1.0 and eng["faithfulness"] == 1.0
+    report = Path(result["outputs"]["report"]).read_text()
+    assert "| SFT+GRPO |" in report
+    png = root / "training_sft_loss.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_adapter_changes_outputs_and_merge_matches(smoke, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from finetune.merge import merge
+
+    root, _, result = smoke
+    adapter = Path(result["outputs"]["sft"])
+    base_path = sft.resolve_model(None)
+    tok = AutoTokenizer.from_pretrained(base_path)
+    ids = tok("Key Observations: AU12 at 2.0 s", return_tensors="pt")
+    base = AutoModelForCausalLM.from_pretrained(base_path)
+    with torch.no_grad():
+        ref = base(**ids).logits
+    tuned = PeftModel.from_pretrained(base, str(adapter))
+    with torch.no_grad():
+        out = tuned(**ids).logits
+    assert (out - ref).abs().max() > 1e-3
+    merged_dir = merge(adapter, tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir)
+    with torch.no_grad():
+        m = merged(**ids).logits
+    assert torch.allclose(m, out, atol=1e-4)
+    assert not list(merged_dir.glob("adapter_*"))
+    stop = merged.generation_config.eos_token_id
+    stop = stop if isinstance(stop, list) else [stop]
+    assert tok.convert_tokens_to_ids("<|im_end|>") in stop
+
+
+@pytest.mark.slow
+def test_sft_resumes_from_its_last_checkpoint(smoke):
+    root, cfg, _ = smoke
+    sub = dict(cfg["sft"])
+    sub["sft"] = {**sub["sft"], "max_steps": 3}
+    sft.train(sub)
+    log = json.loads((root / "sft" / "log_history.json").read_text())
+    assert log["resumed_from"].endswith("checkpoint-2") and log["steps"] == 3
+
+
+@pytest.mark.slow
+def test_combined_adapter_equals_both_applied(smoke, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    _, _, result = smoke
+    first, second = Path(result["outputs"]["sft"]), Path(result["outputs"]["grpo"])
+    base_path = sft.resolve_model(None)
+    both = grpo.combine_adapters(base_path, first, second, tmp_path / "combined")
+    ids = torch.tensor([[1, 400, 2000, 30, 7]])
+    m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), str(first)).merge_and_unload()
+    m = PeftModel.from_pretrained(m, str(second)).merge_and_unload()
+    c = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), str(both))
+    with torch.no_grad():
+        assert torch.allclose(m(ids).logits, c(ids).logits, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_vlm_sft_and_grpo_on_tiny_qwen2_vl(tmp_path, media):
+    from datasets import Dataset, DatasetDict
+    from PIL import Image
+    from test_agent_vlm import build_tiny_qwen2_vl  # the agent tests' offline tiny Qwen2-VL
+
+    from finetune.data import synthetic
+
+    model = build_tiny_qwen2_vl(tmp_path / "tiny")
+    img = Image.open(media("single_face.jpg")).convert("RGB").resize((112, 112))
+    rows = []
+    for seed in (1, 2):
+        a, exs = synthetic.make_clip(seed, scenario="single")
+        r = builder.record(a, exs[0].track_id, id=exs[0].id, source="synthetic", clip_id=exs[0].clip_id,
+                           identity=exs[0].identity, label=exs[0].label, aus=exs[0].aus,
+                           segment_order=exs[0].segment_order)
+        rows.append(builder.with_key_frames(r, [img]))
+    keep = ["messages", "images", "label", "aus", "observed_aus", "segment_order"]
+    ds = Dataset.from_list([{k: r[k] for k in keep} | {"prompt": r["messages"][:2]} for r in rows])
+    DatasetDict(train=ds, test=ds).save_to_disk(str(tmp_path / "data"))
+    adapter = sft.train({"model": str(model), "data": str(tmp_path / "data"), "output_dir": str(tmp_path / "sft"),
+                         "lora": {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+                         "sft": {"max_steps": 1, "per_device_train_batch_size": 1, "max_length": None,
+                                 "use_cpu": True, "save_strategy": "no", "learning_rate": 1e-2}})
+    assert any(b.abs().sum() > 0 for b in _lora_b(adapter))
+    out = grpo.train({"model": str(model), "adapter": str(adapter), "data": str(tmp_path / "data"),
+                      "output_dir": str(tmp_path / "grpo"),
+                      "grpo": {"max_steps": 1, "per_device_train_batch_size": 2, "num_generations": 2,
+                               "max_completion_length": 8, "use_cpu": True, "save_strategy": "no"}})
+    assert (out / "adapter_config.json").is_file()
+    assert (out / "preprocessor_config.json").is_file() or (out / "processor_config.json").is_file()
+
+
+def test_training_template_renders_identically_and_masks_assistant_turns():
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(sft.resolve_model(None))
+    rows = list(builder.synthetic_dataset(3, seed=5, test_share=0.0, tool_share=1.0)["train"])
+    path = sft.training_template(tok, rows)
+    assert path == str(sft.CHATML_TRAINING)
+    msgs = next(r["messages"] for r in rows if len(r["messages"]) == 5)
+    enc = tok.apply_chat_template(msgs, chat_template=Path(path).read_text(), return_dict=True,
+                                  return_assistant_tokens_mask=True)
+    kept = tok.decode([i for i, k in zip(enc["input_ids"], enc["assistant_masks"], strict=True) if k])
+    assert kept == msgs[2]["content"] + "<|im_end|>" + msgs[4]["content"] + "<|im_end|>"
+
+
+def test_config_errors_name_the_problem(tmp_path):
+    from trl import SFTConfig
+
+    with pytest.raises(C.TrainingConfigError, match="no training config"):
+        C.load("no_such_config")
+    with pytest.raises(C.TrainingConfigError, match="unknown SFTConfig option.*max_stepz"):
+        C.trl_args(SFTConfig, {"max_stepz": 2}, output_dir=str(tmp_path))
+    cfg = C.load("sft_smoke", ["sft.max_steps=5", "lora.r=2"])
+    assert cfg["sft"]["max_steps"] == 5 and cfg["lora"]["r"] == 2
+    with pytest.raises(C.TrainingConfigError, match="key=value"):
+        C.load("sft_smoke", ["sft.max_steps"])
+    with pytest.raises(builder.TrainingDataError, match="no dataset"):
+        sft.train("sft_smoke", [f"data={tmp_path / 'missing'}"])
