@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "evals.commands",  # eval fec|emotion|au|explanations
     "agent.commands",  # explain
     "app",  # serve
+    "finetune.commands",  # train data|sft|grpo|eval|report|merge|ship|all
 ]
 
 
