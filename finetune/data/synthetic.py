@@ -41,16 +41,23 @@ import yaml
 from scipy.spatial.transform import Rotation
 
 import prompts
+from tools import assets, emotion, occlusion, timeline
 from tools import aus as au_est
-from tools import emotion, occlusion, timeline
 from tools.analysis import Analysis, Sampling, SourceInfo, Track
 from tools.facs import AU_CODES, BLENDSHAPE_NAMES, EMOTIONS, FER2013_CLASSES
 
 NEUTRAL = "neutral"
 # Landmark jitter (pixels, for a face ~200 px tall) and blendshape noise (score
 # units): see docs/training.md, "Calibration".
-LANDMARK_NOISE_PX = 0.6
-BLENDSHAPE_NOISE = 0.03
+LANDMARK_NOISE_PX = 1.0
+BLENDSHAPE_NOISE = 0.05
+# Spontaneous low-level facial activity (not part of any expression): this many
+# brief AU twitches per second, peaking at 0.6-1.8 on the 0-5 scale.
+TWITCH_RATE = 0.5
+# Amplitude (model units; the face is ~200 wide) of a person's shape away from the mean face.
+IDENTITY_SHAPE = 2.5
+# ... and of a person's expression away from the model's AU fields, at full activation.
+EXPRESSION_MISMATCH = 5.0
 # An AU belongs to the true expression when its apex intensity reaches this (FACS "B").
 TRUE_AU_MIN = 1.5
 # A resting stretch this long between phases counts as a neutral segment of the truth.
@@ -101,6 +108,7 @@ class FaceSpec:
     occlusions: list[tuple[float, float, str]] = field(default_factory=list)  # start, end, region
     head_motion_deg: float = 4.0
     rest: dict[str, float] = field(default_factory=dict)
+    twitches: list[tuple[str, float, float, float]] = field(default_factory=list)  # au, centre, half, peak
 
     @property
     def label(self) -> str:
@@ -235,9 +243,11 @@ def scenario_spec(kind: str, rng: np.random.Generator, track_id: int, identity: 
     if dur > 3 and rng.random() < 0.15:
         o0 = float(rng.uniform(start + 0.5, end - 1.2))
         occl.append((o0, o0 + float(rng.uniform(0.4, 1.0)), str(rng.choice(["mouth", "eye_l", "brow_l"]))))
-    rest = {str(a): float(rng.uniform(0, 0.6)) for a in rng.choice(AU_CODES[:17], 2, replace=False)}
+    rest = {str(a): float(rng.uniform(0, 0.9)) for a in rng.choice(AU_CODES[:17], 3, replace=False)}
+    twitches = [(str(rng.choice(AU_CODES[:17])), float(rng.uniform(start, end)), float(rng.uniform(0.15, 0.5)),
+                 float(rng.uniform(0.6, 1.8))) for _ in range(int(rng.poisson(TWITCH_RATE * max(dur, 1.0))))]
     return FaceSpec(track_id, identity, start, end, phases, kind, blinks, speech, occl,
-                    float(rng.uniform(1.0, 8.0)), rest)
+                    float(rng.uniform(1.0, 8.0)), rest, twitches)
 
 
 # ----------------------------------------------------------------- rendering
@@ -264,6 +274,10 @@ def au_curves(spec: FaceSpec, ts: np.ndarray, rng: np.random.Generator) -> tuple
             if a in cols:
                 x[:, cols.index(a)] = np.maximum(x[:, cols.index(a)], v * env * waver)
         smile_bs = np.maximum(smile_bs, p.smile_blendshape * env)
+    for a, c, half, peak in spec.twitches:
+        if a in cols:
+            x[:, cols.index(a)] = np.maximum(x[:, cols.index(a)],
+                                             peak * np.clip(1 - np.abs(ts - c) / half, 0, 1))
     j43 = cols.index("AU43")
     for b in spec.blinks:  # a blink closes the eyes for ~0.1-0.25 s
         half = rng.uniform(0.05, 0.12)
@@ -297,11 +311,38 @@ def _blendshapes(x: np.ndarray, cols: list[str], smile_bs: np.ndarray,
     return bs.astype(np.float32)
 
 
+@functools.cache
+def _raw_pls() -> tuple[np.ndarray, np.ndarray]:
+    """py-feat's AU->mesh map as fitted (mean, basis), not tools.aus's re-aligned copy:
+    its fields carry the small rigid parts real meshes show, so the estimator's inversion
+    is not handed meshes exactly in its own span."""
+    z = np.load(assets.path("pyfeat-resources") / "au_to_mesh_pls_v4.npz")
+    n = au_est.N_POINTS
+    basis = z["coef"].astype(np.float64).reshape(-1, 3, n).transpose(0, 2, 1)
+    mean = z["intercept"].astype(np.float64).reshape(3, n).T
+    return mean, basis
+
+
+def _smooth_field(rng: np.random.Generator, amplitude: float) -> np.ndarray:
+    """A smooth random deformation of the mean mesh (model units): a few low-frequency
+    waves over the face, outside the AU fields' span."""
+    mean, _ = _raw_pls()
+    c = (mean - mean.mean(0)) / np.abs(mean - mean.mean(0)).max(0)
+    field = np.zeros_like(mean)
+    for _ in range(4):
+        k = rng.normal(0, 1.5, 3)
+        field += np.sin(c @ k + rng.uniform(0, 6))[:, None] * rng.normal(0, amplitude, 3)
+    return field
+
+
 def _mesh_pixels(x: np.ndarray, pose: np.ndarray, scale: float, centre: np.ndarray,
-                 rng: np.random.Generator) -> np.ndarray:
-    """Pixel landmarks (n, 478, 3): PLS mesh, rotated by pose, scaled, jittered."""
-    m = au_est.pls_model()
-    mesh = m.generate(x / 5.0)
+                 shape: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Pixel landmarks (n, 478, 3): PLS mesh + off-model shape (n or 1, 478, 3), rotated by
+    pose, scaled, jittered."""
+    mean, basis = _raw_pls()
+    inputs = np.zeros((len(x), len(basis)))
+    inputs[:, : x.shape[1]] = x / 5.0  # the model's AU inputs are intensities / 5
+    mesh = mean + shape + np.einsum("nc,cpd->npd", inputs, basis)
     rot = Rotation.from_euler("xyz", pose, degrees=True).as_matrix()
     px = np.einsum("npi,nji->npj", mesh, rot) * scale
     px = px * np.array([1.0, -1.0, -1.0]) + np.array([centre[0], centre[1], 0.0])
@@ -342,7 +383,14 @@ def render_track(spec: FaceSpec, ts: np.ndarray, rng: np.random.Generator,
     pose = (mean_pose + walk).astype(np.float32)
     scale = float(rng.uniform(0.6, 1.2))
     centre = np.array([rng.uniform(0.3, 0.7) * frame_size[0], rng.uniform(0.4, 0.6) * frame_size[1]])
-    landmarks = _mesh_pixels(x, pose, scale, centre, rng)
+    # Off-model shape: the person's own face, plus how this person's expressions differ
+    # from the model's fields (grows with each phase's activation). Real meshes are not
+    # in the model's span, and the estimator turns the mismatch into spill-over AUs.
+    id_rng = np.random.default_rng(int(hashlib.sha256(spec.identity.encode()).hexdigest()[:8], 16))
+    shape = np.repeat(_smooth_field(id_rng, IDENTITY_SHAPE)[None], n, axis=0)
+    for p in spec.phases:
+        shape = shape + _envelope(ts, p)[:, None, None] * _smooth_field(rng, EXPRESSION_MISMATCH)[None]
+    landmarks = _mesh_pixels(x, pose, scale, centre, shape, rng)
     bs = _blendshapes(x, cols, smile_bs, rng)
     occ = np.zeros(n, np.float32)
     reliable = np.ones((n, len(AU_CODES)), np.uint8)
