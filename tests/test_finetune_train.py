@@ -184,3 +184,16 @@ def test_config_errors_name_the_problem(tmp_path):
         C.load("sft_smoke", ["sft.max_steps"])
     with pytest.raises(builder.TrainingDataError, match="no dataset"):
         sft.train("sft_smoke", [f"data={tmp_path / 'missing'}"])
+
+
+def test_cli_builds_a_synthetic_dataset(tmp_path, capsys):
+    from agent.cli import main
+
+    assert main(["train", "data", "--out", str(tmp_path / "d"), "--n-clips", "3", "--seed", "2",
+                 "--test-share", "0"]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    dsd = builder.load(tmp_path / "d")
+    assert info["train"] == len(dsd["train"]) >= 3 and info["test"] == 0
+    # A bad request is a sentence, not a traceback.
+    assert main(["train", "sft", "--config", "no_such_config"]) == 2
+    assert "no training config" in capsys.readouterr().err

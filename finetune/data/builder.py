@@ -152,8 +152,12 @@ def split(ds, test_share: float, key: str = "identity"):
 
 
 def save(dsd, out_dir: str | Path) -> Path:
+    from datasets import DatasetDict
+
     out = Path(out_dir)
-    dsd.save_to_disk(str(out))
+    # datasets cannot read back a saved split with no rows: leave empty splits out
+    # (`load` gives them back empty).
+    DatasetDict({k: v for k, v in dsd.items() if len(v)}).save_to_disk(str(out))
     return out
 
 
@@ -164,7 +168,12 @@ def load(path: str | Path):
     p = Path(path)
     if not p.exists():
         raise TrainingDataError(f"no dataset at {p}; build one with `facereason train data`.")
-    return load_from_disk(str(p))
+    dsd = load_from_disk(str(p))
+    if "train" not in dsd:
+        raise TrainingDataError(f"{p} has no train split")
+    if "test" not in dsd:
+        dsd["test"] = dsd["train"].select(range(0))
+    return dsd
 
 
 # ------------------------------------------------------------------ VLM rows
