@@ -113,7 +113,7 @@ def model_answers(rows: list[dict], model_path: str, adapter: str | None, max_ne
     from tools.analysis import Analysis
 
     model, tok = _load(model_path, adapter)
-    convs = [list(r["prompt"]) for r in rows]
+    convs = [list(r["messages"][:2]) for r in rows]  # the opening turns, as the agent starts
     answers = _generate(model, tok, convs, max_new_tokens, batch_size)
     for _ in range(tool_rounds):
         again = []

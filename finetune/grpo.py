@@ -14,8 +14,11 @@ and at the end the two adapters are concatenated into one (PEFT
 updates is a LoRA of the summed rank). Either way the result is one adapter on
 the base model, in output_dir/adapter.
 
-Prompts are the agent's opening turns (system + evidence); the rewards read
-the dataset's label columns (see finetune/rewards.py).
+Prompts are the conversation up to the final answer: the agent's opening
+turns, plus the teacher's tool call and its result where the row has one, so
+the policy is rewarded on the answer it writes after looking. (TRL's own
+tool loop runs stateless functions; ours answer from each row's Analysis.)
+The rewards read the dataset's label columns (see finetune/rewards.py).
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ def test_conversations_and_split():
     for r in rows:
         msgs = r["messages"]
         assert [m["role"] for m in msgs[:2]] == ["system", "user"] and msgs[-1]["role"] == "assistant"
-        assert r["prompt"] == msgs[:2]
+        assert r["prompt"] == msgs[:-1]
         target = msgs[-1]["content"]
         e = parse_explanation(target)
         assert e.conclusion.label in synthetic.EMOTIONS

@@ -92,7 +92,7 @@ def record(analysis: Analysis, track_id: int, *, id: str, source: str, clip_id: 
         "scenario": scenario, "confuser": bool(confuser), "track_id": int(track_id),
         "label": label, "aus": sorted(set(aus or [])), "observed_aus": observed_aus(analysis, track_id),
         "segment_order": list(segment_order or [label]),
-        "messages": msgs, "prompt": msgs[:2], "images": list(images or []),
+        "messages": msgs, "prompt": msgs[:-1], "images": list(images or []),
         "analysis": analysis.to_json(),
     }
 
