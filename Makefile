@@ -27,7 +27,7 @@ $(ASSETS_STAMP): $(STAMP) tools/assets.py
 	touch $@
 
 demo: setup
-	@$(BIN)/facereason analyze "$$($(BIN)/python -c 'from tools.assets import media; print(media("$(SAMPLE)"))')"
+	@$(BIN)/facereason explain "$$($(BIN)/python -c 'from tools.assets import media; print(media("$(SAMPLE)"))')"
 
 test: setup browser
 	$(BIN)/python -m pytest -q -ra -m "not vllm"
@@ -55,6 +55,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/perception.py
+	$(BIN)/python benchmarks/explain.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -154,7 +154,8 @@ def _fallback_answer(session: ChatSession, track_id: int, log: list[dict], t: fl
 
 def _usable(text: str) -> bool:
     s = text.strip()
-    if len(s) < 12 or TOOL_CALL_OPEN in s:
+    # A small model may echo tool markup or raw tool JSON back instead of answering.
+    if len(s) < 12 or TOOL_CALL_OPEN in s or "<tool_" in s or s.startswith(("{", "[")):
         return False
     words = s.split()
     # A small model stuck in a loop repeats itself; such text says nothing.

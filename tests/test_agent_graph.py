@@ -135,3 +135,16 @@ def test_format_gate():
     assert format_gate("The expression of face 0 is a mix of emotions, truly a mix.")
     assert not format_gate("<tool_call>\n{\"name\": \"time_window\", ")
     assert format_gate(CALL)
+
+
+def test_chat_replaces_echoed_tool_markup_with_a_grounded_answer():
+    """A small model sometimes parrots the tool result back; the user must get prose."""
+    from agent import ChatSession, chat
+
+    echo = '<tool_response> {"name": "time_window", "arguments": {"start": 2.5, "end": 3.5}}'
+    be = ScriptedBackend([GOOD, echo])
+    s = ChatSession.start(explain(A, backend=be), backend=be)
+    ans = chat(s, "what happens at second 3?")
+    assert ans.fallback_used and "<tool" not in ans.text and not ans.text.lstrip().startswith("{")
+    assert ans.tool_calls and ans.tool_calls[0]["name"] == "time_window"
+    assert any(abs(t - 3.0) <= 0.5 for t in ans.cited_times)
