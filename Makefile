@@ -9,7 +9,7 @@ SAMPLE ?= WolfgangLanger_Pexels.mp4
 export GRADIO_ANALYTICS_ENABLED := False
 export GLOG_minloglevel := 2
 
-.PHONY: setup demo test test-fast test-vllm browser lint bench serve clean
+.PHONY: setup demo test test-fast test-vllm browser lint bench serve train train-smoke clean
 
 setup: $(ASSETS_STAMP)
 
@@ -49,6 +49,14 @@ test-vllm: setup
 
 serve: setup
 	$(BIN)/python app.py
+
+# The full CPU recipe: data -> SFT -> GRPO -> evaluation table -> the shipped adapter.
+train: setup
+	$(BIN)/facereason train all --config recipe_smollm2
+	$(BIN)/facereason train ship --adapter out/train/grpo/adapter --to models/facereason-smollm2-lora --run out/train
+
+train-smoke: setup
+	$(BIN)/facereason train all --config recipe_smoke
 
 lint: setup
 	$(BIN)/ruff check .

@@ -38,3 +38,15 @@ def test_ids_are_never_reused_and_far_faces_do_not_match():
     for k in range(20):
         seen.update(t.update(np.array([box(100 + 400 * (k % 2), 100)]), 5.0 + k * 2.0))
     assert len(seen) == 20 and min(seen) > 2
+
+
+def test_pose_closed_form_matches_scipy():
+    from scipy.spatial.transform import Rotation
+
+    from tools.landmarks import pose_from_transform
+
+    rng = np.random.default_rng(0)
+    for angles in rng.uniform([-60, -80, -45], [60, 80, 45], size=(50, 3)):
+        m = np.eye(4)
+        m[:3, :3] = Rotation.from_euler("xyz", angles, degrees=True).as_matrix()
+        np.testing.assert_allclose(pose_from_transform(m), angles, atol=1e-6)

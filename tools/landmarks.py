@@ -15,7 +15,6 @@ import sys
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from tools import assets
 
@@ -46,11 +45,18 @@ def pose_from_transform(m: np.ndarray) -> np.ndarray:
     """Pitch (x), yaw (y), roll (z) in degrees from MediaPipe's face transform.
 
     The rotation part maps the canonical face into camera space (x right, y up,
-    z towards the camera). Extrinsic x-y-z Euler angles: positive pitch = chin
-    up, positive yaw = face turned to the image's left, positive roll = head
-    tilted counter-clockwise in the image.
+    z towards the camera). Extrinsic x-y-z Euler angles, R = Rz(roll) Ry(yaw)
+    Rx(pitch), as scipy's `Rotation.as_euler("xyz")` returns them (a test checks
+    the two agree; the closed form here costs microseconds instead of scipy's
+    per-call overhead, once per face per frame). Positive pitch = chin up,
+    positive yaw = face turned to the image's left, positive roll = head tilted
+    counter-clockwise in the image.
     """
-    return Rotation.from_matrix(np.asarray(m, np.float64)[:3, :3]).as_euler("xyz", degrees=True)
+    r = np.asarray(m, np.float64)[:3, :3]
+    pitch = np.arctan2(r[2, 1], r[2, 2])
+    yaw = np.arcsin(np.clip(-r[2, 0], -1.0, 1.0))
+    roll = np.arctan2(r[1, 0], r[0, 0])
+    return np.degrees([pitch, yaw, roll])
 
 
 def landmark_quality(lm: np.ndarray, width: int, height: int, pose: np.ndarray) -> float:
