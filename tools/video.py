@@ -11,7 +11,6 @@ sentence that names it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tools.analysis import SourceInfo
+from tools.assets import sha256_file
 from tools.errors import MediaError
 
 # Container formats we accept (PyAV/FFmpeg demuxer names) and image formats (Pillow names).
@@ -64,14 +64,6 @@ def _check_path(path: str | os.PathLike) -> Path:
     return p
 
 
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check_size(w: int, h: int, name: str, limits: Limits) -> None:
     if w * h > limits.max_pixels:
         raise MediaError(
@@ -111,7 +103,7 @@ class Media:
             _check_size(img.width, img.height, self.name, self.limits)
             return SourceInfo(name=self.name, kind="image", width=img.width, height=img.height,
                               duration_s=0.0, n_frames=1, codec=img.format, size_bytes=size,
-                              sha256=_sha256(self.path))
+                              sha256=sha256_file(self.path))
         try:
             c = av.open(str(self.path), metadata_errors="ignore")
         except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
@@ -149,7 +141,7 @@ class Media:
         fps = float(s.average_rate) if s.average_rate else None
         return SourceInfo(name=self.name, kind="video", width=w, height=h, duration_s=duration,
                           native_fps=fps, n_frames=s.frames or None, codec=s.codec_context.name,
-                          size_bytes=size, sha256=_sha256(self.path))
+                          size_bytes=size, sha256=sha256_file(self.path))
 
     def _try_image(self) -> Image.Image | None:
         try:
