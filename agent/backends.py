@@ -186,7 +186,9 @@ class TransformersBackend(Backend):
         from transformers.models.auto.modeling_auto import (
             MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
         )
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # a "Loading weights" bar means nothing to a user
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         key = (path, adapter_path, device)
         with _CACHE_LOCK:
