@@ -1,11 +1,14 @@
 """Perception speed on a real video: `analyze` end to end vs the bare landmarker.
 
-    python benchmarks/perception.py [--repeats 5] [--video WolfgangLanger_Pexels.mp4]
+    python benchmarks/perception.py [--repeats 5] [--video WolfgangLanger_Pexels.mp4] [--tiny-clip]
 
 Both are measured in the same run on the same frames (every frame, no
 sampling): the landmarker alone on frames decoded in advance, and `analyze`
 from the file (decoding, landmarks, tracking, measurement, result). Reports
 the median of the repeats, their ratio, and the process's peak memory.
+`--tiny-clip` adds a row with CLIP scene context on, using a tiny randomly
+initialised open_clip model (no real CLIP weights ship offline), so the cost
+of the context code path itself is visible.
 Not a test: timings never decide pass/fail.
 """
 
@@ -62,15 +65,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--video", default="WolfgangLanger_Pexels.mp4")
+    ap.add_argument("--tiny-clip", action="store_true", help="also time CLIP context (tiny model)")
     args = ap.parse_args()
     path = assets.media(args.video)
     frames = decode_all(path)
     n = len(frames)
     rows = {"decode only": [], "landmarker only": [], "analyze end to end": []}
+    if args.tiny_clip:
+        import tempfile
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from tiny_models import tiny_clip
+
+        clip_dir = Path(tempfile.mkdtemp(prefix="tinyclip-"))
+        os.environ["FACEREASON_CLIP_CHECKPOINT"] = str(tiny_clip(clip_dir)[2])
+        rows["analyze + CLIP (tiny)"] = []
     for _ in range(args.repeats):
         rows["decode only"].append(time_decode(path))
         rows["landmarker only"].append(time_landmarker(frames))
-        rows["analyze end to end"].append(time_analyze(path, n))
+        rows["analyze end to end"].append(time_analyze(path, n, scene_context=False))
+        if args.tiny_clip:
+            rows["analyze + CLIP (tiny)"].append(time_analyze(path, n, scene_context=True))
     med = {k: statistics.median(v) for k, v in rows.items()}
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"# {args.video}: {n} frames, {frames[0][1].shape[1]}x{frames[0][1].shape[0]}; "

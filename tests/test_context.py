@@ -52,47 +52,12 @@ print(json.dumps({"state": state, "again": again, "err": err,
 
 
 # ------------------------------------------------------------------- context
-# A tiny CLIP of open_clip's own architecture (vision transformer + text
-# transformer with the real BPE tokenizer), randomly initialised: real CLIP
-# weights are not available offline, but every line of the loading and
-# scoring code runs on it exactly as on ViT-B-32.
-TINY_CFG = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
-                   "patch_size": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
-                 "layers": 1},
-}
-
-
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
     """(reference model, its preprocess, folder in hub layout, lone weights file, arch name)."""
-    from tools.torchvision_compat import ensure
+    from tiny_models import tiny_clip as build
 
-    ensure()
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
-
-    root = tmp_path_factory.mktemp("tinyclip")
-    cfg_dir = root / "configs"
-    cfg_dir.mkdir()
-    (cfg_dir / "FR-tiny-clip.json").write_text(json.dumps(TINY_CFG))
-    open_clip.add_model_config(cfg_dir)  # what a user with a custom architecture does
-    torch.manual_seed(0)
-    model, _, preprocess = open_clip.create_model_and_transforms("FR-tiny-clip")
-    model.eval()
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    folder = root / "hub_layout"
-    folder.mkdir()
-    (folder / "open_clip_config.json").write_text(json.dumps(
-        {"model_cfg": TINY_CFG, "preprocess_cfg": {"mean": list(open_clip.OPENAI_DATASET_MEAN),
-                                                   "std": list(open_clip.OPENAI_DATASET_STD)}}))
-    save_file(state, folder / "open_clip_model.safetensors")
-    lone = root / "tiny.safetensors"
-    save_file(state, lone)
-    return model, preprocess, folder, lone, "FR-tiny-clip"
+    return build(tmp_path_factory.mktemp("tinyclip"))
 
 
 @pytest.fixture(scope="module")
