@@ -124,12 +124,18 @@ def _interpretation(w: _Writer, obs: list[KeyObservation], concl: Conclusion,
         text += w.pick("interp_duchenne")
     elif "AU12" in codes:
         text += w.pick("interp_smile_no_duchenne")
+    # The arc of the clip: segments lasting at least 5% of the track (and 0.5 s),
+    # so a burst of brief, uncertain segments does not crowd out the ending.
+    span = (t.end - t.start) if t.n > 1 else 0.0
+    main = [s for s in segs if not s.micro and s.end - s.start >= max(0.5, 0.05 * span)]
     order: list[str] = []
-    for s in [s for s in segs if not s.micro] or segs:
+    for s in main or [s for s in segs if not s.micro] or segs:
         if not order or order[-1] != s.label:
             order.append(s.label)
+    if len(order) > 6:
+        order = [*order[:3], "...", *order[-2:]]
     if len(order) > 1:
-        text += w.pick("interp_sequence", sequence=" -> ".join(order[:6]))
+        text += w.pick("interp_sequence", sequence=" -> ".join(order))
     if obs and probs:
         text += w.pick("interp_prob", label=concl.label, prob=prob)
     others = sorted((k for k in probs if k not in (concl.label, NEUTRAL) and k not in order),

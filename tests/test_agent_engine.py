@@ -130,3 +130,17 @@ def test_real_media(analyses, name):
     _check_engine_output(a, exps)
     rendered = ev.render(a)
     assert len(rendered.split()) < 600  # compact: a few hundred tokens for a 20 s clip
+
+
+def test_interpretation_names_the_arc_to_its_end(analyses):
+    """Brief, uncertain segments in the middle must not crowd out where the clip ends."""
+    import re
+
+    a = analyses("WolfgangLanger_Pexels.mp4", fps=8)
+    t = a.tracks[0]
+    last_long = [s for s in t.segments if s.end - s.start >= 0.05 * (t.end - t.start)][-1]
+    text = engine.explain_track(a, t, seed=0).interpretation
+    m = re.search(r"(?:moves through|reading goes) (.+?)\.", text)
+    assert m, text
+    arc = m.group(1).split(" -> ")
+    assert arc[-1] == last_long.label and arc[0] == t.segments[0].label
