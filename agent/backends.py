@@ -15,6 +15,7 @@ conversation format serves fine-tuning and inference alike.
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import threading
@@ -80,7 +81,7 @@ class Generation:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-class Backend:
+class Backend(abc.ABC):
     """Interface; see TransformersBackend and OpenAIBackend."""
 
     name = "base"
@@ -88,11 +89,12 @@ class Backend:
     native_tools = False  # True: tools go through the template/API, not our system prompt
     is_vlm = False
 
+    @abc.abstractmethod
     def generate(self, messages: list[dict], *, tools: list[dict] | None = None,
                  images: list[np.ndarray] | None = None, max_new_tokens: int = 512,
                  on_token: TokenFn | None = None, stop_check: StopFn | None = None,
                  temperature: float = 0.0, seed: int = 0) -> Generation:
-        raise NotImplementedError
+        """One assistant turn, streamed through on_token, stopped early when stop_check says."""
 
 
 def text_messages(messages: list[dict]) -> list[dict]:

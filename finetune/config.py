@@ -7,7 +7,11 @@ LoraConfig, so every option those libraries document works here unchanged.
 
 from __future__ import annotations
 
+import argparse
 import copy
+import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +79,21 @@ def trl_args(cls, section: dict, **fixed: Any):
     if unknown:
         raise TrainingConfigError(f"unknown {cls.__name__} option(s): {', '.join(unknown)}")
     return cls(**{**section, **fixed})
+
+
+def write_run_report(out: Path, trainer: Any, t0: float, **fields: Any) -> None:
+    """out/log_history.json: what a stage did (steps, wall time, TRL's log history)."""
+    report = {**fields, "steps": trainer.state.global_step, "wall_s": round(time.time() - t0, 1),
+              "log_history": trainer.state.log_history}
+    (Path(out) / "log_history.json").write_text(json.dumps(report, indent=1))
+
+
+def stage_main(train: Callable[[str, list[str]], Path], description: str,
+               argv: list[str] | None = None) -> int:
+    """`python -m finetune.<stage> --config NAME [key.sub=value ...]`."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--config", required=True)
+    p.add_argument("overrides", nargs="*", help="key.sub=value settings that replace the config's")
+    a = p.parse_args(argv)
+    print(train(a.config, a.overrides))
+    return 0

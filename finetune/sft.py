@@ -18,8 +18,6 @@ to output_dir/log_history.json.
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -151,21 +149,13 @@ def train(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None = N
     adapter = out / "adapter"
     trainer.save_model(str(adapter))
     save_processing(model_path, vlm, adapter)
-    report = {"stage": "sft", "model": model_path, "train_rows": len(train_ds),
-              "steps": trainer.state.global_step, "wall_s": round(time.time() - t0, 1),
-              "train_loss": result.training_loss, "resumed_from": ckpt,
-              "log_history": trainer.state.log_history}
-    (out / "log_history.json").write_text(json.dumps(report, indent=1))
+    C.write_run_report(out, trainer, t0, stage="sft", model=model_path, train_rows=len(train_ds),
+                       train_loss=result.training_loss, resumed_from=ckpt)
     return adapter
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", required=True)
-    p.add_argument("overrides", nargs="*", help="key.sub=value settings that replace the config's")
-    a = p.parse_args(argv)
-    print(train(a.config, a.overrides))
-    return 0
+    return C.stage_main(train, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -5,14 +5,20 @@ pipeline's inputs without running emotion and timeline on top."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 
 from tools import assets, occlusion
 from tools.landmarks import LandmarkDetector
 from tools.video import Media
+
+# My own per-second AU notes and photo expectations (see docs/aus.md).
+LABELS = json.loads((Path(__file__).parent / "data" / "aus_labels.json").read_text())
+SMALL = ["single_face.mp4", *LABELS["photos"]]  # the quick media: one short clip, the photos
 
 
 @dataclass
@@ -47,3 +53,7 @@ def media_faces(name: str) -> FaceSeries:
         blendshapes=np.stack([f.blendshapes for f in rows]),
         pose=np.stack([f.pose for f in rows]), timestamps=np.asarray(ts, np.float32),
         features=np.stack(feats), frame_index=np.asarray(idx))
+
+
+def small_faces() -> dict[str, FaceSeries]:
+    return {name: media_faces(name) for name in SMALL}

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import aus_media
 import numpy as np
 import pytest
@@ -12,13 +9,12 @@ import pytest
 from tools import occlusion
 from tools.facs import AU_CODES
 
-LABELS = json.loads((Path(__file__).parent / "data" / "aus_labels.json").read_text())
-SMALL = ["single_face.mp4", *LABELS["photos"]]
+LABELS = aus_media.LABELS
 
 
 @pytest.fixture(scope="module")
 def faces():
-    return {name: aus_media.media_faces(name) for name in SMALL}
+    return aus_media.small_faces()
 
 
 @pytest.fixture(scope="module")
