@@ -51,13 +51,13 @@ serve: setup
 	$(BIN)/python app.py
 
 # The full CPU recipe: data -> SFT -> GRPO -> evaluation table -> the shipped adapter.
-# Each stage runs in its own process: on CPU, GRPO's memory grows every step
-# (24 GB after 6 steps, OOM-killed here), so stages must not share one process,
-# and a killed GRPO run resumes from its last checkpoint when run again.
+# Each stage runs in its own process, and GRPO in a fresh process every
+# `process_steps` steps (its CPU memory grew ~4 GB a step in the first run),
+# resuming from the last checkpoint; an interrupted run continues when rerun.
 train: setup
-	$(BIN)/facereason train data --out out/train/data --n-clips 240 --seed 0 --test-share 0.2 --tool-share 0.3
+	$(BIN)/facereason train data --out out/train/data --n-clips 1000 --seed 0 --test-share 0.15 --tool-share 0.3 --num-proc 2
 	$(BIN)/facereason train sft --config sft_smollm2
-	$(BIN)/facereason train grpo --config grpo_smollm2 || $(BIN)/facereason train grpo --config grpo_smollm2
+	$(BIN)/facereason train grpo --config grpo_smollm2
 	$(BIN)/facereason train eval --config eval_smollm2
 	$(BIN)/facereason train report --run out/train --docs docs/training.md
 	$(BIN)/facereason train ship --adapter out/train/grpo/adapter --to models/facereason-smollm2-lora --run out/train

@@ -77,7 +77,7 @@ def _stage(args: argparse.Namespace) -> int:
     elif args.stage == "grpo":
         from finetune import grpo
 
-        print(grpo.train(args.config, args.overrides))
+        print(grpo.train_in_processes(args.config, args.overrides))
     elif args.stage == "eval":
         from finetune import evaluate
 

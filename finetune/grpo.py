@@ -26,6 +26,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import yaml
+
 import tools  # noqa: F401  (torchvision workaround before transformers/peft/trl)
 from finetune import config as C
 from finetune import rewards
@@ -40,6 +42,64 @@ from finetune.sft import (
 )
 
 REWARD_COLUMNS = ["prompt", "label", "aus", "observed_aus", "segment_order"]
+MORE_TO_DO = 3  # exit status of a process that stopped after `process_steps` with steps left
+
+
+def _memory_callbacks(process_steps: int | None):
+    """Callbacks against CPU memory growth: hand freed heap back to the OS every step
+    (glibc keeps what variable-length generation batches leave fragmented), and stop
+    this process after `process_steps` steps (saving a checkpoint) so a fresh one resumes."""
+    import ctypes
+    import gc
+
+    from transformers import TrainerCallback
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        libc = None
+
+    class Trim(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            self.first = state.global_step
+
+        def on_step_end(self, args, state, control, **kw):
+            gc.collect()
+            if libc is not None:
+                libc.malloc_trim(0)
+            if process_steps and state.global_step - self.first >= process_steps \
+                    and state.global_step < state.max_steps:
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+    return [Trim()]
+
+
+def train_in_processes(cfg_or_path, overrides: list[str] | None = None) -> Path:
+    """Run GRPO as `python -m finetune.grpo` processes until the adapter exists: each
+    does at most `process_steps` steps, then the next resumes from its checkpoint."""
+    import math
+    import subprocess
+    import sys
+
+    cfg = C.load(cfg_or_path, overrides)
+    out = Path(cfg.get("output_dir", "out/grpo"))
+    n = cfg.get("process_steps")
+    if not n:
+        return train(cfg)
+    total = int(cfg.get("grpo", {}).get("max_steps", 0)) or 10**6
+    out.mkdir(parents=True, exist_ok=True)
+    frozen = out / "grpo_config.yaml"  # the resolved config every process reads
+    frozen.write_text(yaml.safe_dump({k: v for k, v in cfg.items() if k != "_path"}, sort_keys=False))
+    cmd = [sys.executable, "-m", "finetune.grpo", "--config", str(frozen)]
+    for _ in range(math.ceil(total / int(n)) + 2):  # +2: one retry after a crash
+        rc = subprocess.call(cmd)
+        if (out / "adapter" / "adapter_config.json").is_file():
+            return out / "adapter"
+        if rc not in (0, MORE_TO_DO) and not last_checkpoint(out):
+            break
+    raise C.TrainingConfigError(f"GRPO did not finish in {out}; see the log above")
 
 
 def _prompts(ds, n: int | None, vlm: bool):
@@ -104,11 +164,14 @@ def train(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None = N
         peft_config = lora_config(cfg.get("lora", {}))
     trainer = GRPOTrainer(model=model, reward_funcs=rewards.get(names), args=args,
                           train_dataset=train_ds, processing_class=proc,
-                          peft_config=peft_config)
+                          peft_config=peft_config,
+                          callbacks=_memory_callbacks(cfg.get("process_steps")))
     resume = cfg.get("resume", "auto")
     ckpt = last_checkpoint(out) if resume == "auto" else (resume or None)
     t0 = time.time()
     trainer.train(resume_from_checkpoint=ckpt)
+    if trainer.state.global_step < trainer.state.max_steps:
+        return out  # stopped after process_steps: a new process resumes (train_in_processes)
     adapter = out / "adapter"
     if stacked:
         trainer.save_model(str(out / "grpo_delta"))
@@ -122,8 +185,15 @@ def train(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None = N
     return adapter
 
 
+def _train_or_more(cfg, overrides=None) -> Path:
+    result = train(cfg, overrides)
+    if result.name != "adapter":
+        raise SystemExit(MORE_TO_DO)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
-    return C.stage_main(train, __doc__.splitlines()[0], argv)
+    return C.stage_main(_train_or_more, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

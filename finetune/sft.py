@@ -106,7 +106,21 @@ def last_checkpoint(out: Path) -> str | None:
     return str(ckpts[-1]) if ckpts else None
 
 
-def _rows(ds, n: int | None, vlm: bool):
+def teacher_agrees(row: dict) -> bool:
+    """Whether the row's target (the teacher's final answer) concludes the true label."""
+    from agent.schema import ParseError, parse_explanation
+
+    try:
+        return parse_explanation(row["messages"][-1]["content"]).conclusion.label == row["label"]
+    except ParseError:
+        return False
+
+
+def _rows(ds, n: int | None, vlm: bool, keep_correct: bool = False):
+    if keep_correct and "label" in ds.column_names:
+        # Rejection sampling of the teacher (as in STaR / Facial-R1's filtered CoT data):
+        # train only on chains whose conclusion matches the ground truth.
+        ds = ds.filter(teacher_agrees, desc="teacher agrees with the label")
     if n is not None:
         ds = ds.select(range(min(int(n), len(ds))))
     keep = ["messages", "images"] if vlm else ["messages"]
@@ -130,7 +144,8 @@ def train(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None = N
     dsd = builder.load(cfg["data"]) if "data" in cfg else None
     if dsd is None:
         raise C.TrainingConfigError("the config needs `data:` (a dataset folder from `facereason train data`)")
-    train_ds = _rows(dsd["train"], cfg.get("max_train_rows"), vlm)
+    train_ds = _rows(dsd["train"], cfg.get("max_train_rows"), vlm,
+                     keep_correct=cfg.get("teacher_filter") == "correct")
     eval_ds = _rows(dsd["test"], cfg.get("max_eval_rows"), vlm) if cfg.get("max_eval_rows") else None
     model, proc = load_model(model_path, vlm, cfg.get("dtype", "float32"))
     section = dict(cfg.get("sft", {}))

@@ -108,6 +108,18 @@ def test_sft_resumes_from_its_last_checkpoint(smoke):
 
 
 @pytest.mark.slow
+def test_grpo_in_processes_resumes_until_done(smoke, tmp_path):
+    """`process_steps: 1` runs two GRPO processes; the second resumes the first's checkpoint."""
+    _, cfg, _ = smoke
+    sub = {**cfg["grpo"], "output_dir": str(tmp_path / "grpo"), "process_steps": 1,
+           "grpo": {**cfg["grpo"]["grpo"], "max_steps": 2, "save_steps": 1, "save_total_limit": 2}}
+    adapter = grpo.train_in_processes(sub)
+    assert (adapter / "adapter_config.json").is_file()
+    log = json.loads((tmp_path / "grpo" / "log_history.json").read_text())
+    assert log["steps"] == 2 and log["resumed_from"].endswith("checkpoint-1")
+
+
+@pytest.mark.slow
 def test_combined_adapter_equals_both_applied(smoke, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
