@@ -157,6 +157,10 @@ def _usable(text: str) -> bool:
     # A small model may echo tool markup or raw tool JSON back instead of answering.
     if len(s) < 12 or TOOL_CALL_OPEN in s or "<tool_" in s or s.startswith(("{", "[")):
         return False
+    # A reasoner fine-tuned to explain may restate the whole explanation instead of
+    # answering the question: that is not an answer to a follow-up.
+    if s.startswith("**Key Observations"):
+        return False
     words = s.split()
     # A small model stuck in a loop repeats itself; such text says nothing.
     return len(set(words)) >= 0.3 * len(words)
