@@ -24,7 +24,7 @@ import prompts
 from agent import faithfulness
 from agent.backends import Backend, BackendError, TokenFn, make_backend
 from agent.graph import result_from_analysis, tools_block
-from agent.schema import ExplainResult
+from agent.schema import HEAD_OBS, ExplainResult
 from agent.toolbox import (
     TOOL_CALL_CLOSE,
     TOOL_CALL_OPEN,
@@ -159,7 +159,7 @@ def _usable(text: str) -> bool:
         return False
     # A reasoner fine-tuned to explain may restate the whole explanation instead of
     # answering the question: that is not an answer to a follow-up.
-    if s.startswith("**Key Observations"):
+    if s.startswith(HEAD_OBS):
         return False
     words = s.split()
     # A small model stuck in a loop repeats itself; such text says nothing.

@@ -49,7 +49,7 @@ def run(cfg_or_path: str | Path | dict, overrides: list[str] | None = None,
         elif stage == "grpo":
             sub = C.load(cfg["grpo"])
             adapter = Path(sub.get("output_dir", "out/grpo")) / "adapter"
-            done[stage] = str(adapter if (adapter / "adapter_config.json").is_file() else grpo.train_in_processes(cfg["grpo"]))
+            done[stage] = str(adapter if (adapter / "adapter_config.json").is_file() else grpo.train_in_processes(sub))
         elif stage == "eval":
             evaluate.evaluate(cfg["eval"])
             done[stage] = str(Path(C.load(cfg["eval"]).get("output_dir", "out/eval")) / "eval.json")
