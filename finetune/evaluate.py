@@ -19,6 +19,7 @@ has zero unfaithful claims by agent.faithfulness.check), format validity
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -52,13 +53,28 @@ def real_rows(cache_dir: str | Path, fps: float = 8.0) -> list[dict]:
     return rows
 
 
-def synthetic_rows(data: str | Path, max_rows: int | None) -> list[dict]:
+def _spread(rows: list[dict], n: int | None) -> list[dict]:
+    """An even spread of `n` rows (all when n is None), in order."""
+    if not rows:
+        return []
+    idx = np.linspace(0, len(rows) - 1, min(n or len(rows), len(rows))).round().astype(int)
+    return [rows[int(i)] for i in sorted(set(idx.tolist()))]
+
+
+def synthetic_rows(data: str | Path, max_rows: int | None,
+                   confuser_rows: int | None = None) -> tuple[list[dict], list[dict]]:
+    """(held-out rows, hard-confuser rows): an even spread of the held-out split (the
+    confusers' share kept as it is), and of its confusers alone when `confuser_rows` is set
+    (else the confusers among the first set). Rows in both sets are the same dicts."""
     from finetune.data import builder
 
-    test = builder.load(data)["test"]
-    # Keep the confusers' share as it is, but take an even spread of the rows.
-    idx = np.linspace(0, len(test) - 1, min(max_rows or len(test), len(test))).round().astype(int)
-    return [test[int(i)] for i in sorted(set(idx.tolist()))]
+    test = list(builder.load(data)["test"])
+    held = _spread(test, max_rows)
+    if not confuser_rows:
+        return held, [r for r in held if r["confuser"]]
+    by_id = {r["id"]: r for r in held}
+    conf = [by_id.get(r["id"], r) for r in _spread([r for r in test if r["confuser"]], confuser_rows)]
+    return held, conf
 
 
 # ------------------------------------------------------------------ answers
@@ -106,8 +122,57 @@ def _generate(model, tok, conversations: list[list[dict]], max_new_tokens: int,
 
 
 def model_answers(rows: list[dict], model_path: str, adapter: str | None, max_new_tokens: int = 480,
-                  batch_size: int = 4, tool_rounds: int = 1) -> list[str]:
-    """Each row's final answer; a tool call is answered by the agent's toolbox, then asked again."""
+                  batch_size: int = 4, tool_rounds: int = 1, cache: str | Path | None = None) -> list[str]:
+    """Each row's final answer; a tool call is answered by the agent's toolbox, then asked again.
+
+    With `cache` (a jsonl file), answers are kept under a key of the weights' bytes, the
+    generation settings and the row's opening turns, so a re-run only generates what changed
+    (e.g. a new GRPO adapter against an unchanged base and SFT)."""
+    settings = {"max_new_tokens": max_new_tokens, "tool_rounds": tool_rounds}
+    system = _fingerprint(model_path, adapter, settings)
+    keys = [_row_key(system, r) for r in rows]
+    known = _read_cache(cache)
+    todo = [k for k, key in enumerate(keys) if key not in known]
+    if todo:
+        new = _generate_answers([rows[k] for k in todo], model_path, adapter, max_new_tokens,
+                                batch_size, tool_rounds)
+        fresh = {keys[k]: text for k, text in zip(todo, new, strict=True)}
+        known.update(fresh)
+        if cache:
+            Path(cache).parent.mkdir(parents=True, exist_ok=True)
+            with Path(cache).open("a") as fh:
+                for key, text in fresh.items():
+                    fh.write(json.dumps({"key": key, "text": text}) + "\n")
+    return [known[key] for key in keys]
+
+
+def _fingerprint(model_path: str, adapter: str | None, settings: dict) -> str:
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for folder in [Path(model_path), *([Path(adapter)] if adapter else [])]:
+        for f in sorted(folder.glob("*.safetensors")):
+            h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _row_key(system: str, row: dict) -> str:
+    turns = json.dumps(list(row["messages"][:2]), sort_keys=True)
+    return hashlib.sha256((system + turns + row["analysis"]).encode()).hexdigest()
+
+
+def _read_cache(cache: str | Path | None) -> dict[str, str]:
+    if not cache or not Path(cache).is_file():
+        return {}
+    out = {}
+    for line in Path(cache).read_text().splitlines():
+        try:
+            item = json.loads(line)
+            out[item["key"]] = item["text"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line cut short by an interrupted run: generate that row again
+    return out
+
+
+def _generate_answers(rows, model_path, adapter, max_new_tokens, batch_size, tool_rounds):
     from agent.backends import text_messages
     from agent.toolbox import Toolbox, parse_tool_calls
     from tools.analysis import Analysis
@@ -176,15 +241,17 @@ def evaluate(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None 
     out = Path(cfg.get("output_dir", "out/eval"))
     out.mkdir(parents=True, exist_ok=True)
     sets: dict[str, list[dict]] = {}
-    syn = synthetic_rows(cfg["data"], cfg.get("max_rows"))
+    syn, confusers = synthetic_rows(cfg["data"], cfg.get("max_rows"), cfg.get("confuser_rows"))
     sets["synthetic held-out"] = syn
-    sets["hard confusers"] = [r for r in syn if r["confuser"]]
+    sets["hard confusers"] = confusers
     if cfg.get("real_media", True):
         sets["real media"] = real_rows(cfg.get("cache_dir", "out/cache"))
     model_path = resolve_model(cfg.get("model"))
     systems = {"base": None, "engine": None, **{k: cfg.get(k) for k in ("sft", "grpo") if cfg.get(k)}}
     gen = cfg.get("generation", {})
-    all_rows = syn + sets.get("real media", [])
+    seen = {id(r) for r in syn}
+    all_rows = syn + [r for r in confusers if id(r) not in seen] + sets.get("real media", [])
+    cache = out / "answers_cache.jsonl" if cfg.get("cache_answers", True) else None
     table: dict = {"sets": {k: len(v) for k, v in sets.items()}, "systems": {}, "timing_s": {}}
     answers: dict[str, list[str]] = {}
     for name, adapter in systems.items():
@@ -192,7 +259,7 @@ def evaluate(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None 
         if name == "engine":
             answers[name] = engine_answers(all_rows)
         else:
-            answers[name] = model_answers(all_rows, model_path, adapter, **gen)
+            answers[name] = model_answers(all_rows, model_path, adapter, cache=cache, **gen)
         table["timing_s"][name] = round(time.time() - t0, 1)
         ids = {id(r): k for k, r in enumerate(all_rows)}
         table["systems"][name] = {

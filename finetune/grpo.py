@@ -102,11 +102,38 @@ def train_in_processes(cfg_or_path, overrides: list[str] | None = None) -> Path:
     raise C.TrainingConfigError(f"GRPO did not finish in {out}; see the log above")
 
 
-def _prompts(ds, n: int | None, vlm: bool):
-    if n is not None:
+def _prompts(ds, n: int | None, vlm: bool, teacher_wrong_share: float | None = None):
+    if teacher_wrong_share and "label" in ds.column_names:
+        ds = _mix_teacher_failures(ds, float(teacher_wrong_share), n)
+    elif n is not None:
         ds = ds.select(range(min(int(n), len(ds))))
     keep = [*REWARD_COLUMNS, "images"] if vlm else REWARD_COLUMNS
     return ds.remove_columns([c for c in ds.column_names if c not in keep])
+
+
+def _mix_teacher_failures(ds, share: float, n: int | None):
+    """`n` prompts of which `share` are rows the teacher gets wrong, interleaved in order.
+
+    SFT learns only from the teacher's correct chains (`teacher_filter: correct`); the rows
+    it threw away are where imitation cannot help and only the reward can teach, so GRPO
+    spends part of its few steps there (the rest keeps the imitated skills in place)."""
+    from finetune.sft import teacher_agrees
+
+    agrees = [teacher_agrees(r) for r in ds]
+    wrong = [i for i, ok in enumerate(agrees) if not ok]
+    right = [i for i, ok in enumerate(agrees) if ok]
+    n = len(ds) if n is None else min(int(n), len(ds))
+    n_wrong = min(len(wrong), round(n * share))
+    picked_w, picked_r = wrong[:n_wrong], right[:n - n_wrong]
+    order, w, r = [], 0, 0
+    while w < len(picked_w) or r < len(picked_r):  # spread the two kinds evenly
+        if r >= len(picked_r) or (w < len(picked_w) and w * len(picked_r) <= r * len(picked_w)):
+            order.append(picked_w[w])
+            w += 1
+        else:
+            order.append(picked_r[r])
+            r += 1
+    return ds.select(order)
 
 
 def combine_adapters(base_path: str, first: str | Path, second: str | Path, out: str | Path,
@@ -144,7 +171,7 @@ def train(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None = N
     model_path = resolve_model(cfg.get("model"))
     dsd = builder.load(cfg["data"])
     vlm = bool(cfg.get("vlm", is_vlm(model_path)))
-    train_ds = _prompts(dsd["train"], cfg.get("max_train_rows"), vlm)
+    train_ds = _prompts(dsd["train"], cfg.get("max_train_rows"), vlm, cfg.get("teacher_wrong_share"))
     names = list(cfg.get("rewards", list(rewards.DEFAULT_WEIGHTS)))
     weights = cfg.get("reward_weights", {})
     section = dict(cfg.get("grpo", {}))

@@ -80,9 +80,10 @@ def results_block(run: Path, images: list[Path], docs: Path) -> str:
     for stage in ("sft", "grpo"):
         log = _log(run, stage)
         if log:
-            per = log["wall_s"] / max(log["steps"], 1)
+            secs = train_seconds(log)
+            per = secs / max(log["steps"], 1)
             lines.append(f"- {stage.upper()}: {log['train_rows']} rows, {log['steps']} steps, "
-                         f"{log['wall_s']:.0f} s wall ({per:.1f} s/step).")
+                         f"{secs:.0f} s wall ({per:.1f} s/step).")
     lines.append("")
     for img in images:
         lines.append(f"![{img.stem}]({img.relative_to(docs.parent).as_posix()})")
@@ -94,6 +95,13 @@ def results_block(run: Path, images: list[Path], docs: Path) -> str:
             f"{k} {v}" for k, v in table.get("timing_s", {}).items()))
     lines += ["", END]
     return "\n".join(lines)
+
+
+def train_seconds(log: dict) -> float:
+    """A stage's training time. A GRPO chain of processes resumes its log history, but each
+    process times only itself, so sum TRL's per-step `step_time` when it was logged."""
+    steps = {h["step"]: h["step_time"] for h in log.get("log_history", []) if "step_time" in h}
+    return float(sum(steps.values())) if steps else float(log["wall_s"])
 
 
 def write_report(run: str | Path, docs: str | Path) -> Path:

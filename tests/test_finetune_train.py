@@ -209,3 +209,64 @@ def test_cli_builds_a_synthetic_dataset(tmp_path, capsys):
     # A bad request is a sentence, not a traceback.
     assert main(["train", "sft", "--config", "no_such_config"]) == 2
     assert "no training config" in capsys.readouterr().err
+
+
+def test_grpo_prompts_mix_in_the_teachers_failures():
+    """`teacher_wrong_share` gives GRPO the rows SFT's teacher filter threw away, spread out."""
+    ds = builder.synthetic_dataset(16, seed=3, test_share=0.0)["train"]
+    wrong = {r["id"] for r in ds if not sft.teacher_agrees(r)}
+    assert 2 <= len(wrong) < len(ds)  # the generator's confusers fool the engine on some faces
+    picked = grpo._mix_teacher_failures(ds, 0.5, 4)
+    flags = [r["id"] in wrong for r in picked]
+    assert len(picked) == 4 and sum(flags) == 2
+    assert flags != sorted(flags) and flags != sorted(flags, reverse=True)  # interleaved
+    prompts = grpo._prompts(ds, 4, False, 0.5)
+    assert set(prompts.column_names) == set(grpo.REWARD_COLUMNS)
+    assert prompts["label"] == picked["label"]
+    # Asking for more failures than exist takes them all and fills up with agreed rows.
+    every = grpo._mix_teacher_failures(ds, 1.0, len(ds))
+    assert sorted(every["id"]) == sorted(ds["id"])
+
+
+def test_train_seconds_sums_steps_across_resumed_processes():
+    from finetune.report import train_seconds
+
+    # A chain of two processes: the log history carries both, wall_s only the last.
+    log = {"wall_s": 30.0, "steps": 3, "log_history": [
+        {"step": 1, "step_time": 10.0}, {"step": 2, "step_time": 12.5},
+        {"step": 3, "step_time": 11.0}, {"step": 3, "train_runtime": 29.0}]}
+    assert train_seconds(log) == pytest.approx(33.5)
+    assert train_seconds({"wall_s": 42.0, "steps": 2, "log_history": [{"loss": 1.0}]}) == 42.0
+
+
+@pytest.mark.slow
+def test_evaluation_reuses_cached_answers_until_settings_change(smoke, monkeypatch):
+    from finetune import evaluate
+
+    _, cfg, _ = smoke
+    first = json.loads((Path(cfg["eval"]["output_dir"]) / "eval.json").read_text())
+
+    def no_generation(*a, **k):
+        raise AssertionError("generated although every answer was cached")
+
+    monkeypatch.setattr(evaluate, "_generate_answers", no_generation)
+    again = evaluate.evaluate(cfg["eval"])
+    assert again["systems"] == first["systems"]
+    changed = {**cfg["eval"], "generation": {**cfg["eval"]["generation"], "max_new_tokens": 12}}
+    with pytest.raises(AssertionError, match="every answer was cached"):
+        evaluate.evaluate(changed)
+
+
+def test_confuser_set_is_its_own_even_spread(tmp_path):
+    from finetune import evaluate
+
+    builder.save(builder.synthetic_dataset(16, seed=3, test_share=0.5), tmp_path / "d")
+    test = list(builder.load(tmp_path / "d")["test"])
+    n_conf = sum(r["confuser"] for r in test)
+    assert n_conf >= 2
+    held, conf = evaluate.synthetic_rows(tmp_path / "d", 3, n_conf)
+    assert len(held) == 3 and len(conf) == n_conf and all(r["confuser"] for r in conf)
+    ids = {r["id"]: r for r in held}
+    assert all(r is ids[r["id"]] for r in conf if r["id"] in ids)  # one dict per face
+    held2, conf2 = evaluate.synthetic_rows(tmp_path / "d", 3)
+    assert conf2 == [r for r in held2 if r["confuser"]]
