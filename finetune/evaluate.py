@@ -150,8 +150,15 @@ def _fingerprint(model_path: str, adapter: str | None, settings: dict) -> str:
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for folder in [Path(model_path), *([Path(adapter)] if adapter else [])]:
         for f in sorted(folder.glob("*.safetensors")):
-            h.update(hashlib.sha256(f.read_bytes()).digest())
+            st = f.stat()
+            h.update(_digest(str(f), st.st_mtime_ns, st.st_size))
     return h.hexdigest()
+
+
+@functools.cache
+def _digest(path: str, mtime_ns: int, size: int) -> bytes:
+    """A weights file's hash, read once per version of the file (every system shares the base)."""
+    return hashlib.sha256(Path(path).read_bytes()).digest()
 
 
 def _row_key(system: str, row: dict) -> str:
@@ -252,6 +259,7 @@ def evaluate(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None 
     seen = {id(r) for r in syn}
     all_rows = syn + [r for r in confusers if id(r) not in seen] + sets.get("real media", [])
     cache = out / "answers_cache.jsonl" if cfg.get("cache_answers", True) else None
+    ids = {id(r): k for k, r in enumerate(all_rows)}
     table: dict = {"sets": {k: len(v) for k, v in sets.items()}, "systems": {}, "timing_s": {}}
     answers: dict[str, list[str]] = {}
     for name, adapter in systems.items():
@@ -261,7 +269,6 @@ def evaluate(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None 
         else:
             answers[name] = model_answers(all_rows, model_path, adapter, cache=cache, **gen)
         table["timing_s"][name] = round(time.time() - t0, 1)
-        ids = {id(r): k for k, r in enumerate(all_rows)}
         table["systems"][name] = {
             set_name: score(rows, [answers[name][ids[id(r)]] for r in rows])
             for set_name, rows in sets.items()}

@@ -124,16 +124,11 @@ def _mix_teacher_failures(ds, share: float, n: int | None):
     right = [i for i, ok in enumerate(agrees) if ok]
     n = len(ds) if n is None else min(int(n), len(ds))
     n_wrong = min(len(wrong), round(n * share))
-    picked_w, picked_r = wrong[:n_wrong], right[:n - n_wrong]
-    order, w, r = [], 0, 0
-    while w < len(picked_w) or r < len(picked_r):  # spread the two kinds evenly
-        if r >= len(picked_r) or (w < len(picked_w) and w * len(picked_r) <= r * len(picked_w)):
-            order.append(picked_w[w])
-            w += 1
-        else:
-            order.append(picked_r[r])
-            r += 1
-    return ds.select(order)
+    picked = [wrong[:n_wrong], right[:n - n_wrong]]
+    # Spread the two kinds evenly (what a run with `shuffle_dataset: false` sees): order
+    # the rows by their relative position within their own kind.
+    spread = sorted(((k + 0.5) / len(rows), i) for rows in picked for k, i in enumerate(rows))
+    return ds.select([i for _, i in spread])
 
 
 def combine_adapters(base_path: str, first: str | Path, second: str | Path, out: str | Path,
