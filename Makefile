@@ -50,16 +50,12 @@ test-vllm: setup
 serve: setup
 	$(BIN)/python app.py
 
-# The full CPU recipe: data -> SFT -> GRPO -> evaluation table -> the shipped adapter.
-# Each stage runs in its own process, and GRPO in a fresh process every
-# `process_steps` steps (its CPU memory grew ~4 GB a step in the first run),
-# resuming from the last checkpoint; an interrupted run continues when rerun.
+# The full CPU recipe (finetune/configs/recipe_smollm2.yaml): data -> SFT -> GRPO ->
+# evaluation table -> report, each stage in its own process and GRPO in a fresh process
+# every `process_steps` steps; an interrupted run continues when rerun. `train ship`
+# copies the adapter into models/ only if the table shows it at or above the engine.
 train: setup
-	$(BIN)/facereason train data --out out/train/data --n-clips 1000 --seed 0 --test-share 0.15 --tool-share 0.3 --num-proc 2
-	$(BIN)/facereason train sft --config sft_smollm2
-	$(BIN)/facereason train grpo --config grpo_smollm2
-	$(BIN)/facereason train eval --config eval_smollm2
-	$(BIN)/facereason train report --run out/train --docs docs/training.md
+	$(BIN)/facereason train all --config recipe_smollm2
 	$(BIN)/facereason train ship --adapter out/train/grpo/adapter --to models/facereason-smollm2-lora --run out/train
 
 train-smoke: setup

@@ -360,10 +360,14 @@ class ChatRequest(BaseModel):
 
 
 class ChatResponse(BaseModel):
-    text: str
+    text: str = Field(description="the answer, naming the time and what the face does there")
     cited_times: list[float] = Field(default_factory=list)
     tool_calls: list[Any] = Field(default_factory=list)
-    frame_time: float | None = None
+    frame_time: float | None = Field(None, description="the moment the answer is about, in seconds")
+    track_id: int | None = None
+    record: dict[str, Any] | None = Field(None, description="what the model decided: evidence ids, "
+                                                            "label and its sentence")
+    fallback_used: bool = False
 
 
 def _set_schema_refs() -> None:
@@ -491,23 +495,6 @@ def sse(event: str, data: Any) -> str:
 
 
 # ---------------------------------------------------------------- agent glue
-def _call(fn: Callable, *args, **kwargs):
-    """Call an agent function with the keyword arguments it accepts.
-
-    The agent's signature grows over time; the server passes what it knows and
-    lets the agent ignore what it does not take yet.
-    """
-    import inspect
-
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return fn(*args, **kwargs)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return fn(*args, **kwargs)
-    return fn(*args, **{k: v for k, v in kwargs.items() if k in params})
-
-
 def label_sets() -> list[str]:
     import prompts
 
@@ -534,56 +521,25 @@ def probe(path: Path, limits) -> None:
 
 def explain_job(state: ServerState, path: Path, opts: dict, work: Work,
                 emit: Callable[[str, Any], None]):
-    """Runs in a worker thread: perception, then the agent's explanation."""
+    """Runs in a worker thread: perception (under the server's limits, cancellable at
+    every frame, with progress events), then the agent's explanation."""
+    from agent import explain
+
     s = state.settings
 
-    def on_progress(*a, **_k) -> None:
+    def on_progress(stage: str, fraction: float | None = None) -> None:
         work.check()
-        stage = str(a[0]) if a else "perception"
-        frac = float(a[1]) if len(a) > 1 and isinstance(a[1], (int, float)) else None
-        emit("progress", {"stage": stage, "fraction": frac})
+        emit("progress", {"stage": stage, "fraction": fraction})
 
-    def on_token(text: str, *_a, **_k) -> None:
+    def on_token(text: str) -> None:
         work.check()
         emit("token", {"text": text})
 
-    try:
-        from agent import explain
-    except ImportError:  # the agent package is not there yet: explain with the Exp-CoT engine
-        explain = None
-    if explain is None:
-        return engine_explain(path, opts, s, on_progress)
-    # Perception runs here rather than inside the agent so that the server's limits
-    # (duration checked while decoding), cancellation at each frame, progress events and
-    # named label sets all apply; the agent then explains the Analysis.
-    from tools.pipeline import analyze
-
-    extra = {"label_set": opts["label_set"]} if opts.get("label_set") else {}
-    source = analyze(path, fps=opts.get("fps"), max_faces=opts.get("max_faces", 4),
-                     limits=s.limits(), include_landmarks=False, progress=on_progress, **extra)
-    label_set = list(source.emotion_labels) if extra else None
-    return _call(explain, source, question=opts.get("question"), model=s.model,
-                 adapter=s.adapter, backend=s.backend, base_url=s.base_url,
-                 api_key=s.backend_key, label_set=label_set, fps=opts.get("fps"),
-                 max_faces=opts.get("max_faces", 4), on_token=on_token, on_progress=on_progress,
-                 limits=s.limits(), seed=0)
-
-
-def engine_explain(path: Path, opts: dict, s: Settings, on_progress: Callable):
-    """The deterministic Exp-CoT engine's explanation, flagged as a fallback."""
-    from agent import engine
-    from agent.schema import ExplainResult, render_result_text
-    from tools.pipeline import analyze
-
-    a = analyze(path, fps=opts.get("fps"), max_faces=opts.get("max_faces", 4), limits=s.limits(),
-                include_landmarks=False, progress=on_progress)
-    exps = engine.explain(a)
-    for e in exps:
-        e.fallback_used, e.fallback_reason = True, "the agent is not installed on this server"
-    msg = "No face found." if a.no_face else ""
-    return ExplainResult(analysis=a, explanations=exps, model="exp-cot-engine", backend="engine",
-                         timings=dict(a.timings), text=render_result_text(a, exps, msg),
-                         message=msg)
+    return explain(path, question=opts.get("question"), model=s.model, adapter=s.adapter,
+                   backend=s.backend, base_url=s.base_url, api_key=s.backend_key,
+                   label_set=opts.get("label_set"), fps=opts.get("fps"),
+                   max_faces=opts.get("max_faces", 4), limits=s.limits(), on_token=on_token,
+                   on_progress=on_progress, seed=0)
 
 
 def explain_payload(sid: str, r: Any) -> dict:
@@ -599,33 +555,30 @@ def explain_payload(sid: str, r: Any) -> dict:
 
 
 def chat_job(state: ServerState, sess: Session, question: str, work: Work):
+    from agent import ChatSession, chat
+
     s = state.settings
-    try:
-        from agent import ChatSession, chat
-    except ImportError:
-        raise ApiError("Follow-up questions need the agent, which this server does not have yet.",
-                       code="chat_unavailable", http_status=503) from None
     with sess.lock:  # one question at a time per conversation
         work.check()
         if sess.chat is None:
-            sess.chat = _call(ChatSession.start, sess.result, model=s.model, adapter=s.adapter,
-                              backend=s.backend, base_url=s.base_url, api_key=s.backend_key)
+            sess.chat = ChatSession.start(sess.result, model=s.model, adapter=s.adapter,
+                                          backend=s.backend, base_url=s.base_url,
+                                          api_key=s.backend_key)
         return chat(sess.chat, question)
 
 
 def warm_up(state: ServerState) -> None:
     """Load perception and the reasoner once, so the first request is not the slow one."""
     try:
+        from agent import explain
         from tools.assets import media
         from tools.pipeline import analyze
 
         analyze(media("single_face.jpg"), max_faces=1, include_landmarks=False)
         state.ready["perception"] = True
-        from agent import explain
-
-        _call(explain, str(media("single_face.jpg")), model=state.settings.model,
-              adapter=state.settings.adapter, backend=state.settings.backend,
-              base_url=state.settings.base_url, api_key=state.settings.backend_key, max_faces=1)
+        s = state.settings
+        explain(media("single_face.jpg"), model=s.model, adapter=s.adapter, backend=s.backend,
+                base_url=s.base_url, api_key=s.backend_key, max_faces=1)
         state.ready["reasoner"] = True
     except Exception as exc:  # readyz reports it; the server still answers what it can
         state.ready_error = f"{type(exc).__name__}: {exc}"
@@ -831,9 +784,9 @@ def _install_routes(app: FastAPI, state: ServerState, auth) -> None:
             raise
         ans = await wait_for(request, work, s.request_timeout_s)
         return JSONResponse(ChatResponse(
-            text=ans.text, cited_times=list(getattr(ans, "cited_times", []) or []),
-            tool_calls=[_jsonable(c) for c in getattr(ans, "tool_calls", []) or []],
-            frame_time=getattr(ans, "frame_time", None)).model_dump(mode="json"))
+            text=ans.text, cited_times=ans.cited_times, tool_calls=[_jsonable(c) for c in ans.tool_calls],
+            frame_time=ans.frame_time, track_id=ans.track_id, record=ans.record,
+            fallback_used=ans.fallback_used).model_dump(mode="json"))
 
 
 def _jsonable(x: Any) -> Any:

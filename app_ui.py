@@ -25,7 +25,7 @@ log = logging.getLogger("facereason.ui")
 INTRO = """# FaceReason
 Upload a video or a photo of a face. FaceReason tracks each face, measures its
 Action Units and emotion over time, and explains what the expression shows.
-Then ask follow-up questions such as *"what happens at 2 s?"*."""
+Then ask follow-up questions such as *"what happens at 2 s?"* or *"when does he start smiling?"*."""
 MAX_VIDEO_WIDTH = 640
 BOX_COLOURS = [(0, 200, 255), (255, 120, 0), (60, 220, 60), (220, 60, 220)]
 
@@ -96,6 +96,7 @@ def annotate_image(src: Path, analysis) -> np.ndarray:
 
 
 def _captions(result) -> str:
+    """The FEC-Bench-style caption (the subtitle downloads carry each sentence's span)."""
     if len(result.explanations) == 1:
         return result.explanations[0].caption
     return "\n\n".join(f"Face {e.track_id}: {e.caption}" for e in result.explanations)
@@ -107,13 +108,14 @@ def _busy_message(state) -> str:
 
 
 def explain_handler(state, upload: str | None, question: str | None) -> Iterator[tuple]:
-    """Yields (status, video, image, plots, explanation, caption, session) as work proceeds."""
+    """Yields (status, video, image, plots, explanation, caption, subtitles, session) as work
+    proceeds."""
     skip = gr.skip()
     if not upload:
-        yield ("Upload a video or image first.", skip, skip, skip, skip, skip, skip)
+        yield ("Upload a video or image first.", skip, skip, skip, skip, skip, skip, skip)
         return
     if not state.pool.try_acquire():
-        yield (_busy_message(state), skip, skip, skip, skip, skip, skip)
+        yield (_busy_message(state), skip, skip, skip, skip, skip, skip, skip)
         return
     work = server.Work(state)
     out_dir = Path(tempfile.mkdtemp(prefix="ui-", dir=state.tmp_root))
@@ -138,27 +140,31 @@ def explain_handler(state, upload: str | None, question: str | None) -> Iterator
     except FaceReasonError as exc:
         work.finish()
         shutil.rmtree(out_dir, ignore_errors=True)
-        yield (f"**Cannot use this file:** {exc}", None, None, None, "", "", None)
+        yield (f"**Cannot use this file:** {exc}", None, None, None, "", "", None, None)
         return
-    text = ""
+    tokens = 0
     try:
-        yield ("Analysing the faces...", None, None, None, "", "", None)
+        yield ("Analysing the faces...", None, None, None, "", "", None, None)
         while True:
             kind, data = events.get()
             if kind == "progress":
                 frac = data.get("fraction")
                 pct = f" {100 * frac:.0f}%" if frac is not None else ""
-                yield (f"Analysing ({data.get('stage', 'perception')}){pct}...",
-                       skip, skip, skip, skip, skip, skip)
+                stage = "the model is deciding" if data.get("stage") == "model" else "measuring the faces"
+                yield (f"Analysing ({stage}){pct}...", skip, skip, skip, skip, skip, skip, skip)
             elif kind == "token":
-                text += data["text"]
-                yield ("Writing the explanation...", skip, skip, skip, text, skip, skip)
+                # The model writes a short JSON record (ids, label, a sentence); the text a
+                # reader wants is rendered from it when it is complete.
+                tokens += 1
+                if tokens % 8 == 1:
+                    yield (f"The model is deciding ({tokens} tokens)...", skip, skip, skip, skip,
+                           skip, skip, skip)
             elif kind == "error":
                 msg = str(data) if isinstance(data, FaceReasonError) else (
                     "Something went wrong on the server; the log has details.")
                 if not isinstance(data, FaceReasonError):
                     log.error("explain failed", exc_info=data)
-                yield (f"**Error:** {msg}", skip, skip, skip, skip, skip, skip)
+                yield (f"**Error:** {msg}", skip, skip, skip, skip, skip, skip, skip)
                 return
             else:
                 yield _final(state, data, src, out_dir)
@@ -169,6 +175,7 @@ def explain_handler(state, upload: str | None, question: str | None) -> Iterator
 
 
 def _final(state, result, src: Path, out_dir: Path) -> tuple:
+    from agent import subtitles
     from tools.plots import plot_analysis
 
     a = result.analysis
@@ -189,9 +196,13 @@ def _final(state, result, src: Path, out_dir: Path) -> tuple:
     status = f"Done: {len(a.tracks)} face(s), model {result.model or 'n/a'}"
     status += f" ({'; '.join(flags)})." if flags else "."
     text = result.text or result.message
+    subs = None
+    if result.explanations:
+        stem = Path(a.source.name).stem or "caption"
+        subs = [str(subtitles.write(result, out_dir / f"{stem}.{fmt}", fmt)) for fmt in ("srt", "vtt")]
     return (status, gr.update(value=video, visible=video is not None),
             gr.update(value=image, visible=image is not None), plots, text, _captions(result),
-            {"sid": sid, "src": str(src)})
+            subs, {"sid": sid, "src": str(src)})
 
 
 def chat_handler(state, message: str, history: list, session: dict | None):
@@ -219,7 +230,10 @@ def chat_handler(state, message: str, history: list, session: dict | None):
         work.cancel.set()
         if work.future is None:
             work.finish()
-    history.append({"role": "assistant", "content": ans.text})
+    text = ans.text
+    if ans.fallback_used:  # say so: this answer came from the rules, not the model
+        text += "\n\n_(a rule-based answer: the model's reply could not be used)_"
+    history.append({"role": "assistant", "content": text})
     t = getattr(ans, "frame_time", None)
     if t is None and getattr(ans, "cited_times", None):
         t = ans.cited_times[0]
@@ -271,6 +285,8 @@ def build_ui(state) -> gr.Blocks:
             with gr.Column(scale=1):
                 caption = gr.Textbox(label="Caption", lines=6, interactive=False,
                                      elem_id="caption")
+                subs = gr.File(label="Caption as subtitles (SRT, WebVTT)", file_count="multiple",
+                               interactive=False, elem_id="subtitles")
         gr.Markdown("### Ask about it")
         with gr.Row():
             with gr.Column(scale=2):
@@ -287,7 +303,7 @@ def build_ui(state) -> gr.Blocks:
             return chat_handler(state, msg, hist, sess)
 
         go.click(_explain, [upload, question],
-                 [status, video, image, plots, explanation, caption, session])
+                 [status, video, image, plots, explanation, caption, subs, session])
         ask.submit(_chat, [ask, chatbot, session], [chatbot, ask, moment])
     return page
 

@@ -1,26 +1,33 @@
-"""Model backends behind one interface: `backend.generate(messages, ...) -> Generation`.
+"""Model backends behind one interface: `backend.generate_batch(requests) -> [Generation]`.
 
 - `transformers`: a local causal LM or image-text-to-text model (default: the
-  SmolLM2-135M-Instruct asset), optional PEFT LoRA adapter, token streaming,
-  CPU by default and the GPU when there is one. A VLM receives key frames.
+  SmolLM2-135M-Instruct asset with the shipped LoRA merged in), CPU by default
+  and the GPU when there is one. A request's JSON schema is enforced while
+  decoding with llguidance (a token mask per step; grammars compile in about a
+  millisecond, so a schema built per face costs nothing). Requests are decoded
+  together in one batch; a single request streams its tokens and reuses the
+  KV cache of the longest prompt prefix it shares with an earlier one (the
+  system prompt, or a whole chat history).
 - `openai`: any OpenAI-compatible chat server (vLLM first) over HTTP, with SSE
-  streaming, tool calls, timeouts and retries.
+  streaming, timeouts and retries. A schema goes out as a `json_schema`
+  response format (vLLM's structured outputs); a server that refuses it gets
+  the schema in the prompt instead, and the agent validates the reply.
 
-Messages use the OpenAI shape. Local models see tool calls as the Hermes/Qwen
-text they generate (`<tool_call>{...}</tool_call>`); when a chat template has no
-tool support, tool results are sent as a user turn wrapped in
-`<tool_response>` (what Qwen2.5's template renders for a tool turn), so one
+Messages use the OpenAI shape. A tool result is a user turn wrapped in
+<tool_response> (what Qwen2.5's template renders for a tool turn), so one
 conversation format serves fine-tuning and inference alike.
 """
 
 from __future__ import annotations
 
 import abc
+import copy
 import json
 import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,19 +35,16 @@ from typing import Any
 import numpy as np
 
 import prompts
-from tools.errors import FaceReasonError
+from agent import models
+from agent.models import ModelError
 
 TokenFn = Callable[[str], None]
-StopFn = Callable[[str], bool]
 
-DEFAULT_MODEL = "smollm2-135m"
-# Where issue 5's fine-tuning writes its LoRA adapter; used by default when present.
-DEFAULT_ADAPTER = Path(__file__).resolve().parents[1] / "models" / "facereason-smollm2-lora"
-ENV_ADAPTER = "FACEREASON_ADAPTER"
 ENV_BASE_URL = "FACEREASON_OPENAI_BASE_URL"
 ENV_MODEL = "FACEREASON_OPENAI_MODEL"
 ENV_KEY = "FACEREASON_OPENAI_API_KEY"
 ENV_THREADS = "FACEREASON_TORCH_THREADS"
+PREFIX_CACHE = 4  # prompt prefixes whose KV cache a backend keeps
 
 
 def generation_threads() -> int | None:
@@ -61,22 +65,30 @@ def generation_threads() -> int | None:
     return 1 if busy else None
 
 
-class BackendError(FaceReasonError):
+class BackendError(ModelError):
     """The model could not be loaded or the server failed (timeout, bad response)."""
 
-    code = "backend_error"
-    http_status = 502
+
+@dataclass
+class Request:
+    """One turn to generate: the conversation so far and what the reply must be."""
+
+    messages: list[dict]
+    schema: dict | None = None  # JSON schema the reply must follow (constrained decoding)
+    images: list[np.ndarray] | None = None
+    max_new_tokens: int = 160
+    on_token: TokenFn | None = None
 
 
 @dataclass
 class Generation:
     text: str
-    tool_calls: list[dict] | None = None  # structured calls from an OpenAI server
     n_tokens: int = 0
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens whose KV cache was reused
     ttft: float | None = None  # seconds from request to first token
     seconds: float = 0.0
-    stopped_early: bool = False
+    constrained: bool = False  # the schema was enforced while decoding
     n_images: int = 0  # images the model actually received
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -86,19 +98,24 @@ class Backend(abc.ABC):
 
     name = "base"
     model_id = ""
-    native_tools = False  # True: tools go through the template/API, not our system prompt
     is_vlm = False
 
     @abc.abstractmethod
-    def generate(self, messages: list[dict], *, tools: list[dict] | None = None,
-                 images: list[np.ndarray] | None = None, max_new_tokens: int = 512,
-                 on_token: TokenFn | None = None, stop_check: StopFn | None = None,
-                 temperature: float = 0.0, seed: int = 0) -> Generation:
-        """One assistant turn, streamed through on_token, stopped early when stop_check says."""
+    def generate_batch(self, requests: list[Request], *, temperature: float = 0.0,
+                       seed: int = 0) -> list[Generation]:
+        """One assistant turn per request."""
+
+    def generate(self, messages: list[dict], *, schema: dict | None = None,
+                 images: list[np.ndarray] | None = None, max_new_tokens: int = 160,
+                 on_token: TokenFn | None = None, temperature: float = 0.0,
+                 seed: int = 0) -> Generation:
+        """One assistant turn, streamed through on_token."""
+        req = Request(messages, schema, images, max_new_tokens, on_token)
+        return self.generate_batch([req], temperature=temperature, seed=seed)[0]
 
 
 def text_messages(messages: list[dict]) -> list[dict]:
-    """Messages for a template without tool support: tool turns become user turns."""
+    """Messages for a chat template: tool turns become <tool_response> user turns."""
     out = []
     for m in messages:
         if m["role"] == "tool":
@@ -108,46 +125,62 @@ def text_messages(messages: list[dict]) -> list[dict]:
     return out
 
 
+def schema_prompt(schema: dict) -> str:
+    """The schema as an instruction, for a server without structured output."""
+    return prompts.render("schema_instruction", schema=json.dumps(schema, separators=(",", ":")))
+
+
+# ------------------------------------------------------------------ constrained decoding
+class _Grammar:
+    """llguidance matchers for a batch: one per row with a schema (None for free rows)."""
+
+    def __init__(self, lltok: Any, schemas: list[dict | None]):
+        import llguidance
+
+        self.rows = []
+        for s in schemas:
+            if s is None:
+                self.rows.append(None)
+                continue
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(
+                json.dumps(s), defaults={"whitespace_flexible": False})
+            m = llguidance.LLMatcher(lltok, grammar)
+            if m.is_error():
+                raise BackendError(f"the reply schema cannot be compiled: {m.get_error()}")
+            self.rows.append(m)
+        self.started = False
+
+    def processor(self, eos_id: int):
+        import torch
+        from transformers import LogitsProcessor
+
+        grammar = self
+
+        class Constrain(LogitsProcessor):
+            def __call__(self, input_ids, scores):
+                vocab = scores.shape[1]
+                for i, m in enumerate(grammar.rows):
+                    if m is None:
+                        continue
+                    if grammar.started and not m.is_stopped():
+                        m.consume_token(int(input_ids[i, -1]))
+                    if m.is_stopped() or m.is_error():
+                        allowed = np.zeros(vocab, dtype=bool)
+                        allowed[eos_id] = True
+                    else:
+                        bits = np.unpackbits(np.frombuffer(m.compute_bitmask(), dtype=np.uint8),
+                                             bitorder="little")
+                        allowed = np.zeros(vocab, dtype=bool)
+                        n = min(vocab, bits.size)
+                        allowed[:n] = bits[:n].astype(bool)
+                    scores[i, ~torch.from_numpy(allowed)] = -float("inf")
+                grammar.started = True
+                return scores
+
+        return Constrain()
+
+
 # ------------------------------------------------------------------ transformers
-def _compat() -> None:
-    # CUDA torchvision beside CPU torch breaks transformers' imports (ENVIRONMENT.md).
-    from tools.torchvision_compat import ensure
-
-    ensure()
-
-
-def resolve_model(model: str | os.PathLike | None) -> str:
-    """An asset name, a local folder or a hub id -> what from_pretrained takes."""
-    from tools import assets
-
-    if model is None or str(model) in (DEFAULT_MODEL, "default"):
-        return str(assets.model_dir())
-    p = Path(model).expanduser()
-    if p.exists():
-        return str(p)
-    if str(model).startswith((".", "/", "~")):
-        raise BackendError(f"model folder {model} does not exist")
-    return str(model)
-
-
-def resolve_adapter(model: str | os.PathLike | None, adapter: str | os.PathLike | None) -> str | None:
-    """Explicit adapter, else $FACEREASON_ADAPTER, else the project's own when it exists
-    (only for the default model). "none" turns the default off."""
-    if adapter is not None:
-        if str(adapter).lower() == "none":
-            return None
-        p = Path(adapter).expanduser()
-        if not (p / "adapter_config.json").exists():
-            raise BackendError(f"adapter {adapter} is not a PEFT adapter folder (no adapter_config.json)")
-        return str(p)
-    if os.environ.get(ENV_ADAPTER):
-        return resolve_adapter(model, os.environ[ENV_ADAPTER])
-    if (model is None or str(model) in (DEFAULT_MODEL, "default")) and \
-            (DEFAULT_ADAPTER / "adapter_config.json").exists():
-        return str(DEFAULT_ADAPTER)
-    return None
-
-
 _CACHE: dict[tuple, TransformersBackend] = {}
 _CACHE_LOCK = threading.Lock()
 
@@ -164,111 +197,102 @@ class TransformersBackend(Backend):
         self.model_id = model_id + (f"+{Path(adapter).name}" if adapter else "")
         self.adapter = adapter
         self.is_vlm = hasattr(processor, "image_processor")
-        template = getattr(processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
-        self.native_tools = bool(template) and "tools" in str(template)
         self.device = next(model.parameters()).device
         self._torch = torch
         self._lock = threading.Lock()  # one generation at a time per loaded model
+        self._lltok = None
+        self._prefixes: list[tuple[tuple[int, ...], Any]] = []  # (prompt ids, KV cache), newest last
+        gen_eos = getattr(model.generation_config, "eos_token_id", None)
+        self.eos_ids = sorted({*(gen_eos if isinstance(gen_eos, list) else [gen_eos]),
+                               self.tokenizer.eos_token_id} - {None})
 
     @classmethod
     def load(cls, model: str | os.PathLike | None = None, adapter: str | os.PathLike | None = None,
              device: str | None = None) -> TransformersBackend:
-        """Load (or reuse) a model; `adapter` is a PEFT LoRA folder."""
-        path = resolve_model(model)
-        adapter_path = resolve_adapter(model, adapter)
-        _compat()
+        """Load (or reuse) a model; `adapter` is a PEFT LoRA folder, merged into the weights."""
         import torch
-        from transformers import (
-            AutoConfig,
-            AutoModelForCausalLM,
-            AutoModelForImageTextToText,
-            AutoProcessor,
-            AutoTokenizer,
-        )
-        from transformers.models.auto.modeling_auto import (
-            MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
-        )
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # a "Loading weights" bar means nothing to a user
+        path = models.resolve_model(model)
+        adapter_path = models.resolve_adapter(model, adapter)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         key = (path, adapter_path, device)
         with _CACHE_LOCK:
-            if key in _CACHE:
-                return _CACHE[key]
-            offline = not Path(path).exists()
-            try:
-                config = AutoConfig.from_pretrained(path)
-                dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-                if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
-                    proc = AutoProcessor.from_pretrained(path)
-                    net = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)
-                else:
-                    proc = AutoTokenizer.from_pretrained(path)
-                    net = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-            except OSError as exc:
-                hint = " (no model hub is reachable here: pass a local folder)" if offline else ""
-                raise BackendError(f"could not load model '{model}'{hint}: {exc}") from None
-            if adapter_path:
-                from peft import PeftModel
+            if key not in _CACHE:
+                dtype = "bfloat16" if device.startswith("cuda") else "float32"
+                net, proc = models.load(path, adapter=adapter_path, dtype=dtype, device=device, merge=True)
+                _CACHE[key] = cls(net, proc, Path(path).name if Path(path).exists() else path, adapter_path)
+            return _CACHE[key]
 
-                net = PeftModel.from_pretrained(net, adapter_path)
-            net.to(device)
-            backend = cls(net, proc, Path(path).name if Path(path).exists() else path, adapter_path)
-            _CACHE[key] = backend
-            return backend
+    def _lltokenizer(self):
+        if self._lltok is None:
+            import llguidance.hf
 
-    def _inputs(self, messages: list[dict], tools: list[dict] | None,
-                images: list[np.ndarray] | None) -> dict:
-        msgs = [dict(m) for m in messages] if self.native_tools else text_messages(messages)
-        kwargs: dict[str, Any] = {"add_generation_prompt": True, "tokenize": False}
-        if self.native_tools and tools:
-            kwargs["tools"] = tools
+            vocab = self.model.get_output_embeddings().weight.shape[0]
+            self._lltok = llguidance.hf.from_tokenizer(self.tokenizer, n_vocab=vocab,
+                                                       eos_token=self.eos_ids[0])
+        return self._lltok
+
+    def _prompt(self, req: Request) -> tuple[str, list]:
+        msgs = text_messages(req.messages)
+        pil = []
         if self.is_vlm:
             from PIL import Image
 
-            pil = [Image.fromarray(np.asarray(im)) for im in images or []]
+            pil = [Image.fromarray(np.asarray(im)) for im in req.images or []]
             # Images go first in the first user turn, as in Qwen2-VL's chat format.
+            placed = False
             for m in msgs:
-                if m["role"] == "user":
-                    m["content"] = [*({"type": "image"} for _ in pil),
-                                    {"type": "text", "text": m["content"]}]
-                    break
-            for m in msgs:
-                if isinstance(m.get("content"), str):
-                    m["content"] = [{"type": "text", "text": m["content"]}]
-            text = self.processor.apply_chat_template(msgs, **kwargs)
-            return dict(self.processor(text=[text], images=pil or None, return_tensors="pt"))
-        text = self.tokenizer.apply_chat_template(msgs, **kwargs)
-        return dict(self.tokenizer([text], return_tensors="pt", add_special_tokens=False))
+                parts = [{"type": "text", "text": m["content"]}]
+                if m["role"] == "user" and not placed:
+                    parts = [*({"type": "image"} for _ in pil), *parts]
+                    placed = True
+                m["content"] = parts
+            return self.processor.apply_chat_template(msgs, add_generation_prompt=True,
+                                                      tokenize=False), pil
+        return self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False), pil
 
-    def generate(self, messages: list[dict], *, tools: list[dict] | None = None,
-                 images: list[np.ndarray] | None = None, max_new_tokens: int = 512,
-                 on_token: TokenFn | None = None, stop_check: StopFn | None = None,
-                 temperature: float = 0.0, seed: int = 0) -> Generation:
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
-
+    def generate_batch(self, requests: list[Request], *, temperature: float = 0.0,
+                       seed: int = 0) -> list[Generation]:
         torch = self._torch
         t0 = time.perf_counter()
-        inputs = {k: v.to(self.device) for k, v in self._inputs(messages, tools, images).items()}
+        texts, images = zip(*(self._prompt(r) for r in requests), strict=True)
+        self.tokenizer.padding_side = "left"
+        if self.is_vlm:
+            flat = [im for ims in images for im in ims]
+            enc = self.processor(text=list(texts), images=flat or None, return_tensors="pt",
+                                 padding=True)
+        else:
+            enc = self.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
+        inputs = {k: v.to(self.device) for k, v in dict(enc).items()}
         n_prompt = int(inputs["input_ids"].shape[1])
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        stop = threading.Event()
-
-        class _Stop(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kw) -> bool:
-                return stop.is_set()
-
-        gen_kwargs = dict(inputs, max_new_tokens=max_new_tokens, streamer=streamer,
-                          stopping_criteria=StoppingCriteriaList([_Stop()]),
-                          pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
+        schemas = [r.schema for r in requests]
+        grammar = _Grammar(self._lltokenizer(), schemas) if any(schemas) else None
+        gen_kwargs: dict[str, Any] = dict(
+            inputs, max_new_tokens=max(r.max_new_tokens for r in requests),
+            pad_token_id=self.tokenizer.pad_token_id or self.eos_ids[0], eos_token_id=self.eos_ids)
+        if grammar is not None:
+            gen_kwargs["logits_processor"] = [grammar.processor(self.eos_ids[0])]
         if temperature > 0:
             torch.manual_seed(seed)
             gen_kwargs.update(do_sample=True, temperature=temperature)
         else:
             gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        result: dict[str, Any] = {}
+        single = len(requests) == 1
+        cached = 0
+        if single and not self.is_vlm:
+            ids = tuple(inputs["input_ids"][0].tolist())
+            cached, past = self._reuse(ids)
+            if past is not None:
+                gen_kwargs["past_key_values"] = past
+            gen_kwargs["return_dict_in_generate"] = True
+        ttft: list[float | None] = [None]
+        streamer = None
+        if single:
+            from transformers import TextIteratorStreamer
 
+            streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+            gen_kwargs["streamer"] = streamer
+        result: dict[str, Any] = {}
         threads = generation_threads() if self.device.type == "cpu" else None
 
         def _run() -> None:
@@ -276,49 +300,91 @@ class TransformersBackend(Backend):
                 if threads is not None:
                     torch.set_num_threads(threads)
                 with torch.inference_mode():
-                    result["ids"] = self.model.generate(**gen_kwargs)
+                    result["out"] = self.model.generate(**gen_kwargs)
             except Exception as exc:  # re-raised in the caller's thread
                 result["error"] = exc
-                streamer.on_finalized_text("", stream_end=True)
+                if streamer is not None:
+                    streamer.on_finalized_text("", stream_end=True)
 
         with self._lock:
-            worker = threading.Thread(target=_run, daemon=True)
-            worker.start()
-            text, ttft = "", None
-            for piece in streamer:
-                if not piece:
-                    continue
-                if ttft is None:
-                    ttft = time.perf_counter() - t0
-                text += piece
-                if on_token is not None:
-                    on_token(piece)
-                if stop_check is not None and not stop.is_set() and stop_check(text):
-                    stop.set()
-            worker.join()
-        if "error" in result:
-            raise BackendError(f"generation failed in {self.model_id}: {result['error']}") from result["error"]
-        n_new = int(result["ids"].shape[1] - n_prompt)
-        return Generation(text=text, n_tokens=n_new, prompt_tokens=n_prompt, ttft=ttft,
-                          seconds=time.perf_counter() - t0, stopped_early=stop.is_set(),
-                          n_images=len(images or []) if self.is_vlm else 0)
+            if streamer is None:
+                _run()
+            else:
+                worker = threading.Thread(target=_run, daemon=True)
+                worker.start()
+                for piece in streamer:
+                    if piece and ttft[0] is None:
+                        ttft[0] = time.perf_counter() - t0
+                    if piece and requests[0].on_token is not None:
+                        requests[0].on_token(piece)
+                worker.join()
+            if "error" in result:
+                raise BackendError(f"generation failed in {self.model_id}: {result['error']}") \
+                    from result["error"]
+            out = result["out"]
+            seqs = out.sequences if hasattr(out, "sequences") else out
+            if single and not self.is_vlm and getattr(out, "past_key_values", None) is not None:
+                self._remember(ids, out.past_key_values)
+        seconds = time.perf_counter() - t0
+        gens = []
+        for i, r in enumerate(requests):
+            new = seqs[i, n_prompt:].tolist()
+            ends = [k for k, tok in enumerate(new) if tok in self.eos_ids]
+            new = new[:ends[0] + 1] if ends else new  # rows that finished early are padded
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            n_real = int(inputs["attention_mask"][i].sum()) if "attention_mask" in inputs else n_prompt
+            gens.append(Generation(text=text, n_tokens=len(new), prompt_tokens=n_real,
+                                   cached_tokens=cached, ttft=ttft[0] if single else None,
+                                   seconds=seconds, constrained=r.schema is not None,
+                                   n_images=len(r.images or []) if self.is_vlm else 0))
+        return gens
+
+    # -- prompt-prefix reuse (one sequence at a time)
+    def _reuse(self, ids: tuple[int, ...]) -> tuple[int, Any]:
+        best, cache = 0, None
+        for key, kv in self._prefixes:
+            n = 0
+            for a, b in zip(key, ids, strict=False):
+                if a != b:
+                    break
+                n += 1
+            n = min(n, len(ids) - 1)  # at least one new token must go through the model
+            if n > best:
+                best, cache = n, kv
+        if cache is None or best < 16:
+            return 0, None
+        past = copy.deepcopy(cache)
+        _keep(past, best)
+        return best, past
+
+    def _remember(self, ids: tuple[int, ...], past: Any) -> None:
+        _keep(past, len(ids))
+        self._prefixes = [(k, v) for k, v in self._prefixes if k != ids][-(PREFIX_CACHE - 1):]
+        self._prefixes.append((ids, past))
+
+
+def _keep(cache: Any, n: int) -> None:
+    """Cut a KV cache back to its first n tokens (Cache.crop takes how many to remove)."""
+    extra = cache.get_seq_length() - n
+    if extra > 0:
+        cache.crop(-extra)
 
 
 # ------------------------------------------------------------------ openai
 class OpenAIBackend(Backend):
     """An OpenAI-compatible chat server (vLLM, llama.cpp server, ...) over HTTP.
 
-    `native_tools=False` (default) describes the tools in the system prompt and
-    reads `<tool_call>` blocks from the text, which works with any server and with
-    this project's fine-tuned model; `native_tools=True` sends `tools` and reads
-    structured `tool_calls` (vLLM needs --enable-auto-tool-choice for that).
+    A request's schema is sent as `response_format: json_schema` (vLLM enforces it with
+    its structured-output backends). A server that rejects that field is asked again
+    with the schema written into the prompt, and from then on always so
+    (`structured` becomes False); the agent validates and, once, repairs the reply.
     """
 
     name = "openai"
 
     def __init__(self, base_url: str | None = None, model: str | None = None,
                  api_key: str | None = None, timeout: float = 60.0, retries: int = 2,
-                 native_tools: bool = False):
+                 structured: bool = True, max_parallel: int = 8):
         import httpx
 
         base_url = base_url or os.environ.get(ENV_BASE_URL) or os.environ.get("OPENAI_BASE_URL")
@@ -329,7 +395,8 @@ class OpenAIBackend(Backend):
             base_url += "/v1"
         self.base_url = base_url
         key = api_key or os.environ.get(ENV_KEY) or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-        self.timeout, self.retries, self.native_tools = timeout, retries, native_tools
+        self.timeout, self.retries, self.structured = timeout, retries, structured
+        self.max_parallel = max_parallel
         self._http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"},
                                   timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
         self._httpx = httpx
@@ -354,6 +421,8 @@ class OpenAIBackend(Backend):
                 code = exc.response.status_code
                 last = BackendError(f"the server at {self.base_url} answered HTTP {code}: "
                                     f"{exc.response.text[:200]}")
+                last.status = code  # type: ignore[attr-defined]
+                last.body = exc.response.text  # type: ignore[attr-defined]
                 if code != 429 and code < 500:
                     break
             if attempt < self.retries:
@@ -371,22 +440,48 @@ class OpenAIBackend(Backend):
                 raise BackendError(f"{self.base_url}/models did not list a model; pass --model") from None
         return self._request(get)
 
-    def generate(self, messages: list[dict], *, tools: list[dict] | None = None,
-                 images: list[np.ndarray] | None = None, max_new_tokens: int = 512,
-                 on_token: TokenFn | None = None, stop_check: StopFn | None = None,
-                 temperature: float = 0.0, seed: int = 0) -> Generation:
-        msgs = messages if self.native_tools else text_messages(messages)
+    def generate_batch(self, requests: list[Request], *, temperature: float = 0.0,
+                       seed: int = 0) -> list[Generation]:
+        if len(requests) == 1:
+            return [self._one(requests[0], temperature, seed)]
+        # The server batches concurrent requests itself (vLLM's continuous batching).
+        with ThreadPoolExecutor(min(self.max_parallel, len(requests))) as pool:
+            return list(pool.map(lambda r: self._one(r, temperature, seed), requests))
+
+    def _body(self, req: Request, temperature: float, seed: int, structured: bool) -> dict:
+        msgs = text_messages(req.messages)
         body: dict[str, Any] = {"model": self.model_id, "messages": msgs, "stream": True,
-                                "max_tokens": max_new_tokens, "temperature": temperature, "seed": seed,
-                                "stream_options": {"include_usage": True}}
-        if self.native_tools and tools:
-            body["tools"] = tools
+                                "max_tokens": req.max_new_tokens, "temperature": temperature,
+                                "seed": seed, "stream_options": {"include_usage": True}}
+        if req.schema is not None:
+            if structured:
+                body["response_format"] = {"type": "json_schema", "json_schema": {
+                    "name": "facereason_record", "schema": req.schema, "strict": True}}
+            else:
+                msgs[0] = {**msgs[0], "content": msgs[0]["content"] + "\n" + schema_prompt(req.schema)}
+        return body
+
+    def _one(self, req: Request, temperature: float, seed: int) -> Generation:
+        structured = self.structured and req.schema is not None
+        try:
+            g = self._stream(self._body(req, temperature, seed, self.structured), req.on_token)
+        except BackendError as exc:
+            refused = getattr(exc, "status", 0) in (400, 422) and "response_format" in \
+                getattr(exc, "body", "") + str(exc)
+            if not (structured and refused):
+                raise
+            self.structured = False  # this server has no structured output: say it in the prompt
+            structured = False
+            g = self._stream(self._body(req, temperature, seed, False), req.on_token)
+        g.constrained = structured
+        return g
+
+    def _stream(self, body: dict, on_token: TokenFn | None) -> Generation:
         t0 = time.perf_counter()
         state: dict[str, Any] = {}
 
         def call() -> Generation:
-            text, ttft, stopped, usage = "", None, False, {}
-            calls: dict[int, dict] = {}
+            text, ttft, usage = "", None, {}
             with self._http.stream("POST", "/chat/completions", json=body) as r:
                 if r.status_code >= 400:
                     r.read()
@@ -405,16 +500,7 @@ class OpenAIBackend(Backend):
                     if chunk.get("usage"):
                         usage = chunk["usage"]
                     for choice in chunk.get("choices") or []:
-                        delta = choice.get("delta") or {}
-                        piece = delta.get("content") or ""
-                        for tc in delta.get("tool_calls") or []:
-                            slot = calls.setdefault(tc.get("index", 0),
-                                                    {"id": "", "type": "function",
-                                                     "function": {"name": "", "arguments": ""}})
-                            slot["id"] = tc.get("id") or slot["id"]
-                            fn = tc.get("function") or {}
-                            slot["function"]["name"] += fn.get("name") or ""
-                            slot["function"]["arguments"] += fn.get("arguments") or ""
+                        piece = (choice.get("delta") or {}).get("content") or ""
                         if piece:
                             if ttft is None:
                                 ttft = time.perf_counter() - t0
@@ -422,15 +508,12 @@ class OpenAIBackend(Backend):
                             text += piece
                             if on_token is not None:
                                 on_token(piece)
-                    if stop_check is not None and text and stop_check(text):
-                        stopped = True
-                        break
-                if not text and not calls and not usage and not stopped:
+                if not text and not usage:
                     raise BackendError(f"the server at {self.base_url} sent an empty stream")
-            return Generation(text=text, tool_calls=[calls[i] for i in sorted(calls)] or None,
+            return Generation(text=text,
                               n_tokens=int(usage.get("completion_tokens", 0)) or _approx_tokens(text),
                               prompt_tokens=int(usage.get("prompt_tokens", 0)), ttft=ttft,
-                              seconds=time.perf_counter() - t0, stopped_early=stopped)
+                              seconds=time.perf_counter() - t0)
 
         def guarded() -> Generation:
             # Never retry once tokens have reached the caller: they would be streamed twice.
@@ -462,8 +545,7 @@ class OpenAIBackend(Backend):
         if text and on_token is not None:
             on_token(text)
         usage = obj.get("usage") or {}
-        return Generation(text=text, tool_calls=msg.get("tool_calls") or None,
-                          n_tokens=int(usage.get("completion_tokens", 0)) or _approx_tokens(text),
+        return Generation(text=text, n_tokens=int(usage.get("completion_tokens", 0)) or _approx_tokens(text),
                           prompt_tokens=int(usage.get("prompt_tokens", 0)),
                           ttft=time.perf_counter() - t0, seconds=time.perf_counter() - t0)
 
@@ -473,9 +555,9 @@ def _approx_tokens(text: str) -> int:
     return max(1, len(text) // 4) if text else 0
 
 
-def make_backend(backend: str = "transformers", *, model: str | None = None, adapter: str | None = None,
-                 base_url: str | None = None, api_key: str | None = None,
-                 **kwargs: Any) -> Backend:
+def make_backend(backend: str | Backend = "transformers", *, model: str | None = None,
+                 adapter: str | None = None, base_url: str | None = None,
+                 api_key: str | None = None, **kwargs: Any) -> Backend:
     """One factory for every backend name."""
     if isinstance(backend, Backend):
         return backend
@@ -487,5 +569,5 @@ def make_backend(backend: str = "transformers", *, model: str | None = None, ada
                                "(vllm serve ... --lora-modules NAME=DIR)")
         return OpenAIBackend(base_url=base_url, model=model, api_key=api_key,
                              timeout=kwargs.get("timeout", 60.0), retries=kwargs.get("retries", 2),
-                             native_tools=kwargs.get("native_tools", False))
+                             structured=kwargs.get("structured", True))
     raise BackendError(f"unknown backend '{backend}'; choose transformers or openai")

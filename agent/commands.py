@@ -25,7 +25,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-faces", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="F", help="also write the result (analysis + explanations) as JSON")
-    p.add_argument("--stream", action="store_true", help="show the model's tokens on stderr as they come")
+    p.add_argument("--srt", metavar="F", help="also write the caption as SubRip subtitles")
+    p.add_argument("--vtt", metavar="F", help="also write the caption as WebVTT subtitles")
+    p.add_argument("--stream", action="store_true",
+                   help="show the model's records on stderr as they are written")
     p.set_defaults(func=run_explain)
 
 
@@ -48,10 +51,13 @@ def run_explain(args: argparse.Namespace) -> int:
         if e.fallback_used:
             notes.append(f"face {e.track_id}: the model's answer was unusable ({e.fallback_reason}); "
                          "this explanation comes from the Exp-CoT engine")
+        for w in e.withheld:
+            notes.append(f"face {e.track_id}: not shown: {w}")
         for claim in e.unfaithful_claims:
             notes.append(f"face {e.track_id}: unfaithful claim: {claim}")
     t = result.timings
     notes.append(f"model {result.model or '-'} ({result.backend}); perception {t.get('perception_s', 0):.1f} s, "
+                 f"model {t.get('generation_s', 0):.1f} s ({t.get('tokens', 0):.0f} tokens), "
                  f"total {t.get('total_s', 0):.1f} s")
     print("\n" + "\n".join(f"[{n}]" for n in notes), file=sys.stderr)
     if args.json:
@@ -62,4 +68,9 @@ def run_explain(args: argparse.Namespace) -> int:
         with open(args.json, "w") as fh:
             json.dump(payload, fh, indent=1)
         print(f"wrote {args.json}", file=sys.stderr)
+    for fmt in ("srt", "vtt"):
+        if getattr(args, fmt):
+            from agent import subtitles
+
+            print(f"wrote {subtitles.write(result, getattr(args, fmt), fmt)}", file=sys.stderr)
     return 0

@@ -175,6 +175,58 @@ def _f(x: float) -> str:
     return f"{x:.1f}"
 
 
+# ------------------------------------------------------------------ ids
+SHOWN_EVENTS = 12  # events listed in the prompt (strongest first); the rest via list_events
+SHOWN_SEGMENTS = 10
+
+
+@dataclass(frozen=True)
+class FaceFacts:
+    """One face's segments and AU events with the ids the model cites (S1.., E1..).
+
+    Ids number segments and events in time order over the whole track, so the same
+    id means the same measurement in the prompt, in tool results and in a decision.
+    """
+
+    track: Track
+    segments: dict[str, EmotionSegment]
+    events: dict[str, AUSpan]
+
+    def kind(self, ref: str) -> str | None:
+        if ref in self.segments:
+            return "segment"
+        if ref in self.events:
+            return "event"
+        return None
+
+    def shown_events(self) -> list[str]:
+        """Ids of the events the prompt lists: the strongest SHOWN_EVENTS, in time order."""
+        strongest = sorted(self.events, key=lambda i: (-self.events[i].peak, self.events[i].start))
+        keep = set(strongest[:SHOWN_EVENTS])
+        return [i for i in self.events if i in keep]
+
+    def events_in(self, start: float, end: float, tol: float = TIME_TOLERANCE_S) -> list[str]:
+        """Ids of events overlapping [start, end] (+- tol), strongest first."""
+        hits = [i for i, e in self.events.items() if e.start - tol <= end and e.end + tol >= start]
+        return sorted(hits, key=lambda i: -self.events[i].peak)
+
+    def segment_at(self, t: float) -> str | None:
+        best = None
+        for i, s in self.segments.items():
+            if s.start - TIME_TOLERANCE_S <= t <= s.end + TIME_TOLERANCE_S:
+                if best is None or abs((s.start + s.end) / 2 - t) < abs(
+                        (self.segments[best].start + self.segments[best].end) / 2 - t):
+                    best = i
+        return best
+
+
+def facts(analysis: Analysis, track: Track) -> FaceFacts:
+    segs = segments(analysis, track)
+    spans = sorted(au_spans(analysis, track), key=lambda s: (s.start, -s.peak, s.au))
+    return FaceFacts(track=track, segments={f"S{k + 1}": s for k, s in enumerate(segs)},
+                     events={f"E{k + 1}": e for k, e in enumerate(spans)})
+
+
 def _join(items: list[str], limit: int) -> str:
     text = "; ".join(items[:limit])
     if len(items) > limit:
@@ -182,59 +234,60 @@ def _join(items: list[str], limit: int) -> str:
     return text
 
 
-def render_track(analysis: Analysis, track: Track, max_segments: int = 8, max_events: int = 10) -> str:
+def render_track(analysis: Analysis, track: Track, reading: str | None = None) -> str:
+    """The face block of the prompt: span, occlusion, affect, segments and events with ids.
+
+    `reading` is the rule-based engine's label, given as one more piece of evidence.
+    """
     p = prompts.load_yaml("evidence")
+    f = facts(analysis, track)
+    occ = occluded_spans(track)
+    occ_text = prompts.fill(p["occluded_spans"], spans=", ".join(
+        f"{_f(a)}-{_f(b)}" for a, b in occ[:4])) if occ else ""
+    val, aro = mean_affect(track)
     lines = [prompts.fill(p["face"], track=track.track_id, start=_f(track.start), end=_f(track.end),
-                          occluded=f"{occluded_share(track):.0%}")]
-    segs = segments(analysis, track)
-    if segs:
-        items = [prompts.fill(p["segment_item"], label=s.label, start=_f(s.start), end=_f(s.end),
-                              prob=f"{s.mean_prob:.2f}") + (p["segment_micro"] if s.micro else "")
-                 for s in segs]
-        lines.append(prompts.fill(p["segments"], items=_join(items, max_segments)))
-        for s in segs[:max_segments]:
-            rows = window(track, s.start, s.end)
-            top = top_aus(analysis, track, rows)
-            if top:
-                lines.append(prompts.fill(p["top_aus_segment"], label=s.label, start=_f(s.start),
-                                          end=_f(s.end),
-                                          items=", ".join(f"{a} {v:.1f}" for a, v in top)))
-    else:
-        top = top_aus(analysis, track)
-        if top:
-            lines.append(prompts.fill(p["top_aus"], items=", ".join(f"{a} {v:.1f}" for a, v in top)))
-    spans = au_spans(analysis, track)
-    if spans:
-        chron = sorted(spans[:max_events], key=lambda s: s.start)
-        items = [prompts.fill(p["event_item"], au=s.au, name=s.name, onset=_f(s.start),
-                              offset=_f(s.end), apex=_f(s.apex), intensity=f"{s.peak:.1f}")
-                 for s in chron]
-        lines.append(prompts.fill(p["events"], items=_join(items, max_events)
-                                  + (prompts.fill(p["more"], n=len(spans) - max_events)
-                                     if len(spans) > max_events else "")))
+                          occluded=f"{occluded_share(track):.0%}", occluded_spans=occ_text,
+                          valence=f"{val:+.2f}", arousal=f"{aro:+.2f}")]
+    if f.segments:
+        lines.append(p["segments"])
+        for sid, s in list(f.segments.items())[:SHOWN_SEGMENTS]:
+            top = top_aus(analysis, track, window(track, s.start, s.end))
+            lines.append(prompts.fill(p["segment_line"], id=sid, label=s.label, start=_f(s.start),
+                                      end=_f(s.end), prob=f"{s.mean_prob:.2f}",
+                                      micro=p["segment_micro"] if s.micro else "",
+                                      aus=", ".join(f"{a} {v:.1f}" for a, v in top) or "-"))
+        if len(f.segments) > SHOWN_SEGMENTS:
+            lines.append(prompts.fill(p["more_segments"], n=len(f.segments) - SHOWN_SEGMENTS))
+    shown = f.shown_events()
+    if shown:
+        lines.append(p["events"])
+        for eid in shown:
+            e = f.events[eid]
+            lines.append(prompts.fill(p["event_line"], id=eid, au=e.au, name=e.name,
+                                      start=_f(e.start), end=_f(e.end), peak=f"{e.peak:.1f}"))
+        if len(f.events) > len(shown):
+            lines.append(prompts.fill(p["more_events"], n=len(f.events) - len(shown)))
     else:
         lines.append(p["no_events"])
-    occ = occluded_spans(track)
-    if occ:
-        lines.append(prompts.fill(p["occlusion"], items=", ".join(f"{_f(a)}-{_f(b)}" for a, b in occ[:6])))
-    val, aro = mean_affect(track)
-    lines.append(prompts.fill(p["affect"], valence=f"{val:+.2f}", arousal=f"{aro:+.2f}"))
+    if reading:
+        lines.append(prompts.fill(p["reading"], label=reading))
     return "\n".join(lines)
 
 
 def render_context(analysis: Analysis) -> str | None:
+    """The scene-context line, only when CLIP scored the scene (an unavailable context
+    says nothing about the face and costs prompt tokens)."""
     p = prompts.load_yaml("evidence")
     ctx = analysis.context
     if ctx.status == "ok":
         scores = sorted({**ctx.scene, **ctx.face}.items(), key=lambda kv: -kv[1])[:4]
         return prompts.fill(p["context_line"], model=ctx.model or "CLIP",
                             scores=", ".join(f"{k} {v:.2f}" for k, v in scores))
-    if ctx.status == "unavailable":
-        return prompts.fill(p["context_unavailable"], message=ctx.message or "unavailable")
     return None
 
 
-def render(analysis: Analysis, track_id: int | None = None) -> str:
+def render(analysis: Analysis, track_id: int | None = None,
+           readings: dict[int, str] | None = None) -> str:
     """Compact text for the model: media line, context, then each face (or just one)."""
     p = prompts.load_yaml("evidence")
     src = analysis.source
@@ -248,5 +301,5 @@ def render(analysis: Analysis, track_id: int | None = None) -> str:
         lines.append(p["no_face"])
     for t in analysis.tracks:
         if track_id is None or t.track_id == track_id:
-            lines.append(render_track(analysis, t))
+            lines.append(render_track(analysis, t, (readings or {}).get(t.track_id)))
     return "\n".join(lines)

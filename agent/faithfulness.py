@@ -1,67 +1,170 @@
-"""Faithfulness: every AU, emotion and time an explanation cites must be in the `Analysis`.
+"""Faithfulness: what a text claims about a face must be what the `Analysis` measured.
 
-Checked claims (each violation becomes one sentence in `unfaithful_claims`):
-- a key observation's AU must be a known code, observed above the occurrence
-  threshold in the cited span (+- `TIME_TOLERANCE_S`), at roughly the cited
-  intensity (no more than `INTENSITY_SLACK` above the measured peak);
-- AU codes named in the interpretation or caption must be observed in the
-  track, unless the sentence negates them ("no AU04", "without AU06");
-- emotion labels named in the caption must be among the track's segments;
-- times cited as "at N s" must fall inside the face's time span;
-- the conclusion's label must belong to the active label set.
+One definition, used by the agent (the model's own words are shown only if they
+pass), by the GRPO rewards and by the evaluation table. `check_words` reads
+free text (a model's note or chat sentence, or a whole prose interpretation);
+each violation is one sentence:
+
+- an AU code must be observed for the face (in the span the text is about,
+  when one is given), unless its clause negates it ("no AU04");
+- an AU code must not be given another AU's FACS name ("AU23 (lip corner puller)");
+- an AU with a clear affective direction must not be given the opposite one
+  ("AU12 suggests an unhappy mouth"; prompts/au_cues.yaml `valence`);
+- a Duchenne smile needs AU06 with AU12, not another pairing;
+- an intensity cited for an AU must not exceed its measured peak by more
+  than `INTENSITY_SLACK`;
+- an emotion the text asserts (prompts/emotion_lexicon.yaml, negation
+  aware) must be among the face's segments in that span, or be the label the
+  record decided;
+- a time "at N s" must lie inside the face's time span.
+
+`check(explanation, analysis)` applies the same rules to a whole Explanation
+(key observations included), e.g. one parsed from another model's prose.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 
+import prompts
 from agent import evidence as ev
 from agent.schema import Explanation, au_code
 from tools.analysis import Analysis, Track
+from tools.facs import AU_NAMES
 
 INTENSITY_SLACK = 1.0  # FACS intensity points a claim may exceed the measured peak by
-_NEGATION = re.compile(r"\b(no|not|never|without|absent|absence|lack\w*|rul\w* out|none)\b", re.I)
 _AU = re.compile(r"\bAU\s?0?(\d{1,2})\b", re.I)
 _TIME = re.compile(r"\bat\s+(?:about\s+|around\s+)?(\d+(?:\.\d+)?)\s*(?:s\b|sec)", re.I)
+_AU_VALUE = re.compile(r"\bAU\s?0?(\d{1,2})\b[^.;]{0,24}?(?:intensity|peak|of|at|=|:)?\s*"
+                       r"(\d(?:\.\d+)?)(?!\s*(?:s\b|sec|-|–))", re.I)
 
 
-def _sentences(text: str) -> list[str]:
-    return [s for s in re.split(r"(?<=[.!?;])\s+|\n+", text) if s.strip()]
+@functools.cache
+def lexicon() -> tuple[list[tuple[str, str]], dict[str, int], list[str], list[str]]:
+    """(phrase, label) pairs longest first, label valences, negators and negators that follow
+    the emotion ("... was ruled out"), from prompts/emotion_lexicon.yaml plus the
+    renderer's state phrases."""
+    data = prompts.load_yaml("emotion_lexicon")
+    pairs = {(w.lower(), lab) for lab, v in data["labels"].items() for w in v["words"]}
+    for lab, bank in prompts.load_yaml("emotion_phrases").items():
+        if not lab.startswith("_"):
+            pairs |= {(phrase.lower(), lab) for phrase in bank.get("state", [])}
+    valence = {lab: int(v.get("valence", 0)) for lab, v in data["labels"].items()}
+    return (sorted(pairs, key=lambda p: (-len(p[0]), p[0])), valence, list(data["negators"]),
+            list(data["post_negators"]))
 
 
-def _peak_in(analysis: Analysis, track: Track, au: str, start: float, end: float) -> float:
-    peaks = [s.peak for s in ev.au_spans(analysis, track) if s.au == au
-             and s.start - ev.TIME_TOLERANCE_S <= end and s.end + ev.TIME_TOLERANCE_S >= start]
+def emotion_mentions(text: str) -> list[tuple[int, str, bool]]:
+    """(position, label, negated) for each emotion phrase in `text`, in reading order.
+
+    Longer phrases win over the words inside them. A mention is negated when a
+    negator ("not", "no longer", "rather than" ...) comes before it in its clause.
+    """
+    pairs, _, negators, post = lexicon()
+    low = text.lower()
+    taken = [False] * len(low)
+    hits = []
+    for phrase, lab in pairs:
+        for m in re.finditer(rf"(?<![a-z]){re.escape(phrase)}(?![a-z])", low):
+            if not any(taken[m.start():m.end()]):
+                taken[m.start():m.end()] = [True] * (m.end() - m.start())
+                hits.append((m.start(), lab))
+    out = []
+    for pos, lab in sorted(hits):
+        clause_start = max(low.rfind(c, 0, pos) for c in ",;:.!?(") + 1
+        ends = [i for i in (low.find(c, pos) for c in ",;:.!?)") if i >= 0]
+        before, after = low[clause_start:pos], low[pos:min(ends, default=len(low))]
+        # "no longer sad but smiling": a contrast word ends the reach of a negation.
+        before = re.split(r"\b(?:but|yet|while|whereas|then|instead)\b", before)[-1]
+        after = re.split(r"\b(?:but|yet|while|whereas|then|instead)\b", after)[0]
+        negated = any(re.search(rf"(?<![a-z']){re.escape(n)}(?![a-z])", before) for n in negators) \
+            or any(re.search(rf"(?<![a-z]){re.escape(n)}(?![a-z])", after) for n in post)
+        out.append((pos, lab, negated))
+    return out
+
+
+def _clauses(text: str) -> list[str]:
+    return [c for c in re.split(r"(?<=[.!?;])\s+|\n+|,\s+(?=but\b|while\b|whereas\b)", text) if c.strip()]
+
+
+def _negated(clause: str, pos: int) -> bool:
+    negators = lexicon()[2]
+    before = clause[:pos].lower()
+    return any(re.search(rf"(?<![a-z']){re.escape(n)}(?![a-z])", before) for n in negators)
+
+
+def _peak(analysis: Analysis, track: Track, au: str, scope: tuple[float, float] | None) -> float:
+    peaks = [s.peak for s in ev.au_spans(analysis, track) if s.au == au and (
+        scope is None or (s.start - ev.TIME_TOLERANCE_S <= scope[1]
+                          and s.end + ev.TIME_TOLERANCE_S >= scope[0]))]
     return max(peaks, default=0.0)
 
 
-def check_text_claims(text: str, analysis: Analysis, track: Track, where: str,
-                      check_labels: bool = False) -> list[str]:
-    """AU codes, labels and times cited in free text (an interpretation, caption or chat answer)."""
+def check_words(text: str, analysis: Analysis, track: Track, *, allowed_labels: set[str] | None = None,
+                scope: tuple[float, float] | None = None, where: str = "") -> list[str]:
+    """Violations in free text about one face (see the module docstring)."""
+    cues = prompts.load_yaml("au_cues")
+    valence = lexicon()[1]
+    prefix = f"{where}: " if where else ""
+    seg_labels = {s.label for s in ev.segments(analysis, track) if scope is None or (
+        s.start - ev.TIME_TOLERANCE_S <= scope[1] and s.end + ev.TIME_TOLERANCE_S >= scope[0])}
+    ok_labels = seg_labels | set(allowed_labels or ())
+    names = {v: k for k, v in AU_NAMES.items()}
     out: list[str] = []
-    labels = {s.label for s in ev.segments(analysis, track)}
-    for sent in _sentences(text):
-        negated = bool(_NEGATION.search(sent))
-        if not negated:
-            for m in _AU.finditer(sent):
-                code = au_code(m.group(1))
-                if not ev.au_observed(analysis, track, code):
-                    out.append(f"{where}: cites {code}, which was not observed for face {track.track_id}")
-            if check_labels:
-                for lab in analysis.emotion_labels:
-                    if re.search(rf"\b{re.escape(lab)}\b", sent, re.I) and lab not in labels:
-                        out.append(f"{where}: names '{lab}', which is not among face "
-                                   f"{track.track_id}'s emotion segments")
-        for m in _TIME.finditer(sent):
+    for clause in _clauses(text):
+        codes = []
+        for m in _AU.finditer(clause):
+            code = au_code(m.group(1))
+            codes.append(code)
+            if _negated(clause, len(clause)):  # "no AU04", "AU04 does not appear"
+                continue
+            if code not in analysis.au_codes:
+                out.append(f"{prefix}{code} is not an Action Unit this analysis measures")
+                continue
+            start, end = scope if scope else (None, None)
+            if not ev.au_observed(analysis, track, code, start, end):
+                when = f" at {scope[0]:.1f}-{scope[1]:.1f} s" if scope else ""
+                out.append(f"{prefix}cites {code}, which was not observed for face "
+                           f"{track.track_id}{when}")
+            after = clause[m.end():m.end() + 40].lower()
+            for name, other in names.items():
+                if other != code and re.match(rf"\s*[(,:-]?\s*(?:the\s+)?{re.escape(name)}\b", after):
+                    out.append(f"{prefix}calls {code} '{name}', which is {other}; {code} is the "
+                               f"{AU_NAMES.get(code, code)}")
+            v = int((cues.get(code) or {}).get("valence", 0))
+            # Only a clause about this one AU gives it a meaning ("AU12 suggests an unhappy
+            # mouth"); "AU01, AU04 and AU12 point to sadness" weighs several cues together.
+            if v and len({au_code(x.group(1)) for x in _AU.finditer(clause)}) == 1:
+                for _, lab, neg in emotion_mentions(clause):
+                    if not neg and valence.get(lab, 0) == -v:
+                        out.append(f"{prefix}gives {code} ({AU_NAMES.get(code, code)}) the opposite "
+                                   f"meaning: it signals {'positive' if v > 0 else 'negative'} "
+                                   f"affect, not {lab}")
+        if "duchenne" in clause.lower() and not _negated(clause, clause.lower().index("duchenne")):
+            # A pairing of AUs named as a Duchenne smile must be AU06 with AU12.
+            if len(set(codes)) >= 2 and not {"AU06", "AU12"} <= set(codes):
+                out.append(f"{prefix}a Duchenne smile is AU06 with AU12, not "
+                           f"{' with '.join(sorted(set(codes)))}")
+        for m in _AU_VALUE.finditer(clause):
+            code, value = au_code(m.group(1)), float(m.group(2))
+            peak = _peak(analysis, track, code, scope)
+            if peak and value > peak + INTENSITY_SLACK:
+                out.append(f"{prefix}gives {code} intensity {value:.1f}; the measured peak is {peak:.1f}")
+        for _, lab, neg in emotion_mentions(clause):
+            if not neg and lab in analysis.emotion_labels and lab not in ok_labels:
+                out.append(f"{prefix}names {lab}, which is not among face {track.track_id}'s "
+                           f"emotion segments{' there' if scope else ''}")
+        for m in _TIME.finditer(clause):
             t = float(m.group(1))
             if not track.start - ev.TIME_TOLERANCE_S <= t <= track.end + ev.TIME_TOLERANCE_S:
-                out.append(f"{where}: cites {t:g} s, outside face {track.track_id}'s "
+                out.append(f"{prefix}cites {t:g} s, outside face {track.track_id}'s "
                            f"{track.start:.1f}-{track.end:.1f} s")
     return list(dict.fromkeys(out))
 
 
 def check(explanation: Explanation, analysis: Analysis) -> list[str]:
-    """Violations, one sentence each; an empty list means every cited claim was measured."""
+    """Violations in a whole explanation, one sentence each; [] when every claim was measured."""
     try:
         track = analysis.track(explanation.track_id)
     except KeyError:
@@ -78,13 +181,20 @@ def check(explanation: Explanation, analysis: Analysis) -> list[str]:
             when = f" at {o.start:.1f}-{o.end:.1f} s" if has_span else ""
             out.append(f"key observation: {code} was not observed above threshold{when}")
             continue
-        peak = _peak_in(analysis, track, code, o.start, o.end) if has_span else max(
-            (s.peak for s in ev.au_spans(analysis, track) if s.au == code), default=0.0)
+        peak = _peak(analysis, track, code, (o.start, o.end) if has_span else None)
         if o.intensity > peak + INTENSITY_SLACK:
             out.append(f"key observation: {code} intensity {o.intensity:.1f} overstates the "
                        f"measured peak {peak:.1f}")
-    out += check_text_claims(explanation.interpretation, analysis, track, "interpretation")
-    out += check_text_claims(explanation.caption, analysis, track, "caption", check_labels=True)
+        out += check_words(f"{code} ({o.name}): {o.suggests}", analysis, track,
+                           allowed_labels={explanation.conclusion.label},
+                           scope=(o.start, o.end) if has_span else None,
+                           where=f"key observation {code}")
+    label = {explanation.conclusion.label}
+    out += check_words(explanation.interpretation, analysis, track, allowed_labels=label,
+                       where="interpretation")
+    out += check_words(explanation.caption, analysis, track, allowed_labels=label, where="caption")
+    if explanation.answer:
+        out += check_words(explanation.answer, analysis, track, allowed_labels=label, where="answer")
     if explanation.conclusion.label not in analysis.emotion_labels:
         out.append(f"conclusion: '{explanation.conclusion.label}' is not in the label set")
     return list(dict.fromkeys(out))

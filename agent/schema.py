@@ -24,6 +24,7 @@ HEAD_OBS = "**Key Observations:**"
 HEAD_INTERP = "**Overall Emotional Interpretation:**"
 HEAD_CONCL = "**Conclusion:**"
 HEAD_CAPTION = "**Caption:**"
+HEAD_ANSWER = "**Answer:**"
 HEADERS = (HEAD_OBS, HEAD_INTERP, HEAD_CONCL, HEAD_CAPTION)
 
 
@@ -56,16 +57,33 @@ class EvidenceItem(_Model):
     value: float | None = Field(None, description="mean probability (segment) or peak intensity")
 
 
+class CaptionSentence(_Model):
+    """One sentence of the caption with the time span it describes and the ids it rests on."""
+
+    text: str
+    start: float
+    end: float
+    evidence: list[str] = Field(default_factory=list, description="segment (S#) and event (E#) ids")
+
+
 class Explanation(_Model):
     track_id: int = 0
     key_observations: list[KeyObservation] = Field(default_factory=list)
     interpretation: str = ""
     conclusion: Conclusion
+    answer: str = Field("", description="the answer to the question asked with the request, if any")
     caption: str = ""
+    caption_sentences: list[CaptionSentence] = Field(default_factory=list)
     evidence: list[EvidenceItem] = Field(default_factory=list)
+    decision: dict[str, Any] | None = Field(
+        None, description="the record the model (or the engine) decided; agent.decision.Decision")
+    decided_by: Literal["model", "engine"] = "model"
     fallback_used: bool = False
     fallback_reason: str | None = None
     unfaithful_claims: list[str] = Field(default_factory=list)
+    withheld: list[str] = Field(
+        default_factory=list, description="the model's own words that failed the faithfulness "
+                                          "check and were not shown, with the reason")
 
     def to_text(self) -> str:
         """The ExpLLM-style layout that models are trained to write."""
@@ -80,8 +98,9 @@ class Explanation(_Model):
         concl = prompts.fill(prompts.load_yaml("format")["conclusion_line"], label=c.label,
                              confidence=f"{c.confidence:.2f}", valence=f"{c.valence:+.2f}",
                              arousal=f"{c.arousal:+.2f}")
+        answer = [HEAD_ANSWER, self.answer.strip(), ""] if self.answer.strip() else []
         return "\n".join([HEAD_OBS, *obs, "", HEAD_INTERP, self.interpretation.strip(), "",
-                          HEAD_CONCL, concl, "", HEAD_CAPTION, self.caption.strip()])
+                          HEAD_CONCL, concl, "", *answer, HEAD_CAPTION, self.caption.strip()])
 
 
 class ExplainResult(BaseModel):
@@ -144,9 +163,10 @@ def au_code(number: str | int) -> str:
 def _sections(text: str) -> dict[str, str]:
     """Split on the four headers; tolerant of missing bold, case and trailing colons."""
     names = {"key observations": HEAD_OBS, "overall emotional interpretation": HEAD_INTERP,
-             "interpretation": HEAD_INTERP, "conclusion": HEAD_CONCL, "caption": HEAD_CAPTION}
+             "interpretation": HEAD_INTERP, "conclusion": HEAD_CONCL, "caption": HEAD_CAPTION,
+             "answer": HEAD_ANSWER}
     pat = re.compile(r"^[ \t#*]*(key observations|overall emotional interpretation|interpretation|"
-                     r"conclusion|caption)[ \t]*:?[ \t*]*:?[ \t]*", re.I | re.M)
+                     r"conclusion|caption|answer)[ \t]*:?[ \t*]*:?[ \t]*", re.I | re.M)
     found = list(pat.finditer(text))
     out: dict[str, str] = {}
     for i, m in enumerate(found):

@@ -1,17 +1,14 @@
 """Tools the reasoning model can call, all answered from one `Analysis`.
 
-Calls arrive in the Hermes/Qwen format that chat templates with tool support
-use: `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` in the
-assistant text (or as structured `tool_calls` from an OpenAI-compatible
-server). `parse_tool_calls` reads them tolerantly and reports what is wrong
-with a malformed one, so the graph can ask for one repair.
+A model asks for a tool with a JSON record, `{"tool": "moment", "args": {"t": 7}}`
+(agent/decision.py's ToolRequest, enforced by the same constrained decoding as
+its answers). Each result carries an id the answer may cite: W1, W2 ... for a
+look at a moment or window, C1 ... for a comparison; events and segments keep
+the face's own E#/S# ids.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,34 +16,14 @@ import numpy as np
 
 import prompts
 from agent import evidence as ev
+from agent.decision import ToolRequest
 from tools.analysis import Analysis, Track
 
-TOOL_CALL_OPEN = "<tool_call>"
-TOOL_CALL_CLOSE = "</tool_call>"
+MOMENT_HALF_S = 0.5  # `moment(t)` looks at t +- this
 
 
 class ToolError(ValueError):
     """A tool call that names an unknown tool or carries bad arguments; the text goes back to the model."""
-
-
-@dataclass
-class ToolCall:
-    name: str
-    arguments: dict[str, Any]
-    id: str = ""
-
-    def as_json(self) -> str:
-        return json.dumps({"name": self.name, "arguments": self.arguments})
-
-
-@dataclass
-class ParsedCalls:
-    calls: list[ToolCall] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def malformed(self) -> bool:
-        return bool(self.errors)
 
 
 def schemas() -> list[dict]:
@@ -58,61 +35,21 @@ def _tool_specs() -> dict[str, dict]:
     return {t["name"]: t for t in prompts.load_yaml("tools")}
 
 
-_BLOCK_RE = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
-_FENCE_RE = re.compile(r"^```(?:json)?\s*|\s*```$")
+def tool_lines() -> str:
+    """The tools as one line of signatures, `name(arg, opt?)`, for the system prompt.
 
-
-def _loads_lenient(body: str) -> Any:
-    body = _FENCE_RE.sub("", body.strip())
-    try:
-        return json.loads(body)
-    except json.JSONDecodeError:
-        # Small models often add prose after the object; keep the first complete object.
-        obj, _ = json.JSONDecoder().raw_decode(body[body.index("{"):]) if "{" in body else (None, 0)
-        if obj is None:
-            raise
-        return obj
-
-
-def _as_call(obj: Any, i: int, call_id: str = "") -> ToolCall:
-    if not isinstance(obj, dict):
-        raise ToolError(f"tool call {i + 1} is not a JSON object")
-    if "function" in obj and isinstance(obj["function"], dict):  # OpenAI structured form
-        call_id = obj.get("id", call_id)
-        obj = obj["function"]
-    name = obj.get("name")
-    args = obj.get("arguments", obj.get("parameters", {}))
-    if isinstance(args, str):
-        try:
-            args = json.loads(args) if args.strip() else {}
-        except json.JSONDecodeError as exc:
-            raise ToolError(f"tool call {i + 1}: arguments are not valid JSON ({exc.msg})") from None
-    if not isinstance(name, str) or not name:
-        raise ToolError(f"tool call {i + 1} has no \"name\"")
-    if not isinstance(args, dict):
-        raise ToolError(f"tool call {i + 1}: \"arguments\" must be an object")
-    return ToolCall(name=name, arguments=args, id=call_id or f"call_{i}")
-
-
-def parse_tool_calls(text: str, structured: list[dict] | None = None) -> ParsedCalls:
-    """Tool calls in `text` (Hermes `<tool_call>` blocks) and/or OpenAI `tool_calls`."""
-    out = ParsedCalls()
-    for i, obj in enumerate(structured or []):
-        try:
-            out.calls.append(_as_call(obj, i))
-        except ToolError as exc:
-            out.errors.append(str(exc))
-    if TOOL_CALL_OPEN not in text:
-        return out
-    for j, m in enumerate(_BLOCK_RE.finditer(text)):
-        i = len(out.calls) + j
-        try:
-            out.calls.append(_as_call(_loads_lenient(m.group(1)), i))
-        except (json.JSONDecodeError, ValueError) as exc:
-            msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-            out.errors.append(msg if isinstance(exc, ToolError) else
-                              f"tool call {i + 1} is not valid JSON ({msg})")
-    return out
+    Terse on purpose: every prompt token costs ~2 ms on two CPU cores, and a fine-tuned
+    model learns what each tool returns. Optional face ids are left out (a prompt is
+    about one face); prompts/tools.yaml has the descriptions.
+    """
+    sigs = []
+    for spec in prompts.load_yaml("tools"):
+        params = spec.get("parameters", {})
+        req = set(params.get("required", []))
+        args = ", ".join(f"{k}{'' if k in req else '?'}" for k in params.get("properties", {})
+                         if k in req or k != "track_id")
+        sigs.append(f"{spec['name']}({args})")
+    return ", ".join(sigs)
 
 
 def _check_args(spec: dict, args: dict) -> dict:
@@ -153,22 +90,28 @@ class Toolbox:
             analysis.tracks[0].track_id if analysis.tracks else 0)
         self.source_path = Path(source_path) if source_path else None
         self.label_set = label_set
+        self.counts: dict[str, int] = {}
+        self.context = None
+        self.results: dict[str, dict] = {}  # citable results by id (W1, C1, ...)
 
     # -- dispatch
-    def call(self, call: ToolCall) -> dict:
+    def call(self, req: ToolRequest) -> dict:
         specs = _tool_specs()
-        if call.name not in specs:
-            raise ToolError(f"unknown tool \"{call.name}\"; available: {', '.join(specs)}")
-        args = _check_args(specs[call.name], call.arguments)
-        return getattr(self, call.name)(**args)
+        if req.tool not in specs:
+            raise ToolError(f"unknown tool \"{req.tool}\"; available: {', '.join(specs)}")
+        args = _check_args(specs[req.tool], req.args)
+        return getattr(self, req.tool)(**args)
 
-    def run(self, call: ToolCall) -> str:
-        """The tool's answer as compact JSON, or {"error": ...} for a bad call."""
+    def run(self, req: ToolRequest) -> dict:
+        """The tool's answer (with an id where it is citable), or {"error": ...} for a bad call."""
         try:
-            result = self.call(call)
+            return self.call(req)
         except ToolError as exc:
-            result = {"error": str(exc)}
-        return json.dumps(result, separators=(",", ":"))
+            return {"error": str(exc)}
+
+    def _new_id(self, prefix: str) -> str:
+        self.counts[prefix] = self.counts.get(prefix, 0) + 1
+        return f"{prefix}{self.counts[prefix]}"
 
     def _track(self, track_id: int | None) -> Track:
         tid = self.default_track if track_id is None else track_id
@@ -187,18 +130,19 @@ class Toolbox:
         return {c: _r(aus[:, k].mean()) for k, c in enumerate(self.analysis.au_codes) if present[k]}
 
     # -- tools (names and arguments match prompts/tools.yaml)
-    def time_window(self, start: float, end: float, track_id: int | None = None) -> dict:
-        t = self._track(track_id)
+    def _window(self, t: Track, start: float, end: float) -> dict:
         if end < start:
             start, end = end, start
         rows = ev.window(t, start, end)
         emo = ev.mean_emotions(self.analysis, t, rows)
         val, aro = ev.mean_affect(t, rows)
         ts = np.asarray(t.timestamps, dtype=float)[rows]
+        top = sorted(emo.items(), key=lambda kv: -kv[1])[:3]
         out: dict[str, Any] = {
             "track_id": t.track_id, "start": _r(ts.min()), "end": _r(ts.max()), "frames": int(rows.size),
             "aus_present": self._aus_at(t, rows),
-            "emotions": {k: _r(v) for k, v in sorted(emo.items(), key=lambda kv: -kv[1])[:3]},
+            "emotions": {k: _r(v) for k, v in top},
+            "label": top[0][0] if top else None,
             "valence": _r(val), "arousal": _r(aro),
         }
         if t.occlusion is not None:
@@ -207,33 +151,48 @@ class Toolbox:
             out["note"] = f"face {t.track_id} is only visible {t.start:.1f}-{t.end:.1f} s"
         return out
 
+    def _cite(self, prefix: str, result: dict) -> dict:
+        rid = self._new_id(prefix)
+        result = {"id": rid, **result}
+        self.results[rid] = result
+        return result
+
+    def moment(self, t: float, track_id: int | None = None) -> dict:
+        tr = self._track(track_id)
+        out = self._window(tr, t - MOMENT_HALF_S, t + MOMENT_HALF_S)
+        return self._cite("W", {**out, "at": _r(t, 1)})
+
+    def time_window(self, start: float, end: float, track_id: int | None = None) -> dict:
+        return self._cite("W", self._window(self._track(track_id), start, end))
+
     def compare_moments(self, t1: float, t2: float, track_id: int | None = None) -> dict:
         t = self._track(track_id)
-        half = 0.25
-        a = self.time_window(t1 - half, t1 + half, t.track_id)
-        b = self.time_window(t2 - half, t2 + half, t.track_id)
+        a = self._window(t, t1 - MOMENT_HALF_S / 2, t1 + MOMENT_HALF_S / 2)
+        b = self._window(t, t2 - MOMENT_HALF_S / 2, t2 + MOMENT_HALF_S / 2)
         aus = sorted(set(a["aus_present"]) | set(b["aus_present"]))
         au_change = {c: _r(b["aus_present"].get(c, 0.0) - a["aus_present"].get(c, 0.0)) for c in aus}
-        e1 = ev.mean_emotions(self.analysis, t, ev.window(t, t1 - half, t1 + half))
-        e2 = ev.mean_emotions(self.analysis, t, ev.window(t, t2 - half, t2 + half))
+        e1 = ev.mean_emotions(self.analysis, t, ev.window(t, t1 - 0.25, t1 + 0.25))
+        e2 = ev.mean_emotions(self.analysis, t, ev.window(t, t2 - 0.25, t2 + 0.25))
         emo_change = {k: _r(e2[k] - e1.get(k, 0.0)) for k in e2}
         top = sorted(emo_change.items(), key=lambda kv: -abs(kv[1]))[:3]
-        return {"track_id": t.track_id, "t1": _r(t1), "t2": _r(t2),
-                "at_t1": {"aus": a["aus_present"], "emotions": a["emotions"]},
-                "at_t2": {"aus": b["aus_present"], "emotions": b["emotions"]},
-                "au_change": {c: v for c, v in au_change.items() if abs(v) >= 0.1},
-                "emotion_change": dict(top),
-                "valence_change": _r(b["valence"] - a["valence"])}
+        return self._cite("C", {
+            "track_id": t.track_id, "t1": _r(t1), "t2": _r(t2),
+            "at_t1": {"aus": a["aus_present"], "emotions": a["emotions"]},
+            "at_t2": {"aus": b["aus_present"], "emotions": b["emotions"]},
+            "au_change": {c: v for c, v in au_change.items() if abs(v) >= 0.1},
+            "emotion_change": dict(top), "valence_change": _r(b["valence"] - a["valence"]),
+            "start": _r(min(t1, t2)), "end": _r(max(t1, t2))})
 
     def inspect_face(self, track_id: int) -> dict:
         t = self._track(track_id)
+        f = ev.facts(self.analysis, t)
         pose = np.asarray(t.pose, dtype=float)
         return {
             "track_id": t.track_id, "start": _r(t.start), "end": _r(t.end), "frames": t.n,
-            "segments": [{"label": s.label, "start": _r(s.start), "end": _r(s.end),
-                          "mean_prob": _r(s.mean_prob)} for s in ev.segments(self.analysis, t)],
+            "segments": [{"id": i, "label": s.label, "start": _r(s.start), "end": _r(s.end),
+                          "p": _r(s.mean_prob)} for i, s in f.segments.items()],
             "strongest_aus": {c: _r(v) for c, v in ev.top_aus(self.analysis, t, k=5)},
-            "events": len(ev.au_spans(self.analysis, t)),
+            "events": len(f.events),
             "occluded_share": _r(ev.occluded_share(t)),
             "mean_pose_deg": {"pitch": _r(pose[:, 0].mean(), 1), "yaw": _r(pose[:, 1].mean(), 1),
                               "roll": _r(pose[:, 2].mean(), 1)} if t.n else {},
@@ -241,9 +200,11 @@ class Toolbox:
         }
 
     def clip_context(self) -> dict:
-        ctx = self.analysis.context
+        ctx = self.context or self.analysis.context
         if ctx.status == "off" and self.source_path is not None and self.analysis.tracks:
-            ctx = self._score_context()
+            # Kept on the toolbox, never written into the Analysis: what one face's
+            # conversation looked at must not change another face's prompt.
+            ctx = self.context = self._score_context()
         return {"status": ctx.status, "model": ctx.model, "scene": ctx.scene, "face": ctx.face,
                 "message": ctx.message}
 
@@ -262,22 +223,21 @@ class Toolbox:
             crop = fr[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)]
             if crop.size:
                 crops.append(crop)
-        ctx = score_context(frames, crops, label_set=self.label_set)
-        self.analysis.context = ctx
-        return ctx
+        return score_context(frames, crops, label_set=self.label_set)
 
     def list_events(self, track_id: int | None = None, au: str | None = None,
                     start: float | None = None, end: float | None = None) -> dict:
         t = self._track(track_id)
-        spans = sorted(ev.au_spans(self.analysis, t), key=lambda s: s.start)
+        f = ev.facts(self.analysis, t)
+        items = list(f.events.items())
         if au:
             au = au.upper().replace(" ", "")
-            spans = [s for s in spans if s.au == au]
+            items = [(i, e) for i, e in items if e.au == au]
         lo = start if start is not None else -np.inf
         hi = end if end is not None else np.inf
-        spans = [s for s in spans if s.end >= lo - ev.TIME_TOLERANCE_S and s.start <= hi + ev.TIME_TOLERANCE_S]
+        items = [(i, e) for i, e in items
+                 if e.end >= lo - ev.TIME_TOLERANCE_S and e.start <= hi + ev.TIME_TOLERANCE_S]
         return {"track_id": t.track_id,
-                "events": [{"au": s.au, "name": s.name, "onset": _r(s.start), "apex": _r(s.apex),
-                            "offset": _r(s.end), "peak": _r(s.peak), "micro": s.micro}
-                           for s in spans[:20]],
-                "total": len(spans)}
+                "events": [{"id": i, "au": e.au, "name": e.name, "start": _r(e.start),
+                            "end": _r(e.end), "peak": _r(e.peak)} for i, e in items[:12]],
+                "total": len(items)}

@@ -5,11 +5,15 @@
 
 Per video, over `--runs` repeats (after one warm-up run that also loads the
 model): perception time, time to the first streamed token (from the start of
-the call, and from the start of the model turn), generation tokens/s, total,
-and how often the model's answer was unusable (the engine fallback rate). Peak
-memory is the process's max RSS. Reports medians. Not a test: timings never
-decide pass/fail; run it on a quiet machine.
-Targets (issue 4): single_face.mp4 explained in <= 5 s, first token <= 1.5 s.
+the call, and from the start of the model turn), generated tokens per face,
+tokens/s, total, how often the model's record was unusable (the engine
+fallback rate), and the follow-up questions of CHAT_QUESTIONS through `chat`
+(seconds per answer, rule-based fallback rate). Peak memory is the process's
+max RSS. Reports medians. Not a test: timings never decide pass/fail; run it
+on a quiet machine.
+Targets (issue 12): single_face.mp4 explained in <= 5 s, first token <= 1.5 s,
+<= 160 generated tokens a face, WolfgangLanger_Pexels.mp4 <= 10 s, a chat
+answer <= 3 s (median).
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from agent import explain  # noqa: E402
+from agent import ChatSession, chat, explain  # noqa: E402
 from tools import assets  # noqa: E402
 
 VIDEOS = ["single_face.mp4", "WolfgangLanger_Pexels.mp4"]
+CHAT_QUESTIONS = ["What happens at second 2?", "When does the smile start?", "Why do you say that?"]
 
 
 def one_run(path: Path, fps: float | None, max_new_tokens: int) -> dict:
@@ -44,12 +49,22 @@ def one_run(path: Path, fps: float | None, max_new_tokens: int) -> dict:
     r = explain(path, fps=fps, on_token=on_token, max_new_tokens=max_new_tokens)
     total = time.perf_counter() - t0
     gens = r.stats.get("generations", [])
+    session = ChatSession.start(r)
+    chat_s, chat_fallbacks = [], 0
+    for q in CHAT_QUESTIONS:
+        c0 = time.perf_counter()
+        ans = chat(session, q)
+        chat_s.append(time.perf_counter() - c0)
+        chat_fallbacks += ans.fallback_used
     first_model_ttft = next((g["ttft"] for g in gens if g["ttft"] is not None), None)
     return {
         "perception_s": r.timings.get("perception_s", 0.0),
         "first_token_s": (marks["first"] - t0) if "first" in marks else None,
         "model_ttft_s": first_model_ttft,
         "tokens": int(r.timings.get("tokens", 0)),
+        "tokens_per_face": r.timings.get("tokens", 0) / max(len(r.explanations), 1),
+        "chat_s": statistics.median(chat_s),
+        "chat_fallback_rate": chat_fallbacks / len(CHAT_QUESTIONS),
         "tokens_per_s": r.timings.get("tokens_per_s", 0.0),
         "decode_tokens_per_s": r.timings.get("decode_tokens_per_s", 0.0),
         "prompt_tokens": next((g["prompt_tokens"] for g in gens), 0),
@@ -73,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--fps", type=float, default=None, help="analysis frame rate (default: every frame)")
     ap.add_argument("--videos", nargs="*", default=VIDEOS)
-    ap.add_argument("--max-new-tokens", type=int, default=400)
+    ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--json", metavar="F")
     args = ap.parse_args(argv)
 
@@ -88,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = [one_run(assets.media(name), args.fps, args.max_new_tokens) for _ in range(args.runs)]
         summary = {k: median(rows, k) for k in ("perception_s", "first_token_s", "model_ttft_s",
                                                 "tokens_per_s", "decode_tokens_per_s", "prompt_tokens",
-                                                "tokens", "total_s", "turns")}
+                                                "tokens", "tokens_per_face", "total_s", "turns",
+                                                "chat_s", "chat_fallback_rate")}
         faces = sum(r["faces"] for r in rows)
         summary["fallback_rate"] = sum(r["fallbacks"] for r in rows) / faces if faces else None
         summary["unfaithful_per_face"] = sum(r["unfaithful"] for r in rows) / faces if faces else None
@@ -102,14 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nmedian of {args.runs} runs, fps={args.fps or 'all frames'}, "
           f"load avg {report['machine']['load_avg_at_start']:.1f} -> {report['load_avg_at_end']:.1f}")
     print("| video | perception s | first token s (call / model turn) | tokens/s (all / decode) "
-          "| prompt tokens | generated tokens | total s | turns | fallback rate |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| prompt tokens | generated tokens a face | total s | turns | fallback rate "
+          "| chat answer s | chat fallback rate |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, v in report["videos"].items():
         m = v["median"]
         print(f"| {name} | {f(m['perception_s'])} | {f(m['first_token_s'])} / {f(m['model_ttft_s'])} "
               f"| {f(m['tokens_per_s'], 1)} / {f(m['decode_tokens_per_s'], 1)} | {f(m['prompt_tokens'], 0)} "
-              f"| {f(m['tokens'], 0)} | {f(m['total_s'])} | {f(m['turns'], 0)} "
-              f"| {f(m['fallback_rate'])} |")
+              f"| {f(m['tokens_per_face'], 0)} | {f(m['total_s'])} | {f(m['turns'], 0)} "
+              f"| {f(m['fallback_rate'])} | {f(m['chat_s'])} | {f(m['chat_fallback_rate'])} |")
     print(f"peak RSS {report['peak_rss_mb']:.0f} MB")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

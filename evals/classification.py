@@ -185,7 +185,11 @@ def explanation_metrics(records: Iterable[Mapping], observed: Sequence[Iterable[
     "analysis" (Analysis JSON: AUs with events); without any of them the
     record's own `unfaithful_claims` (the agent's check) decides.
     faithfulness = cited AUs that were observed / cited AUs (1.0 when none is cited).
+    fully_faithful_share = records with no violation of the agent's faithfulness
+    check (agent.faithfulness.check, run on the record's "analysis" when it has one).
     """
+    from agent.faithfulness import check
+    from tools.analysis import Analysis
     from pydantic import ValidationError
 
     from agent.schema import Explanation, ParseError, parse_explanation
@@ -217,7 +221,12 @@ def explanation_metrics(records: Iterable[Mapping], observed: Sequence[Iterable[
                 unfaithful = sorted(cited - obs)
             else:
                 unfaithful = sorted({c for c in cited if any(c in u for u in exp.unfaithful_claims)})
-            row.update(cited=sorted(cited), unfaithful=unfaithful,
+            claims = list(exp.unfaithful_claims)
+            if rec.get("analysis") is not None:
+                raw = rec["analysis"]
+                a = Analysis.model_validate_json(raw) if isinstance(raw, str) else Analysis.model_validate(raw)
+                claims = check(exp, a)
+            row.update(cited=sorted(cited), unfaithful=unfaithful, claims=claims,
                        faithfulness=1.0 if not cited else 1 - len(unfaithful) / len(cited),
                        fallback=bool(exp.fallback_used))
         rows.append(row)
@@ -226,7 +235,8 @@ def explanation_metrics(records: Iterable[Mapping], observed: Sequence[Iterable[
         "n": len(rows),
         "format_validity": len(valid) / len(rows) if rows else 0.0,
         "faithfulness": float(np.mean([r["faithfulness"] for r in valid])) if valid else None,
-        "fully_faithful_share": float(np.mean([not r["unfaithful"] for r in valid])) if valid else None,
+        "fully_faithful_share": float(np.mean([not r["unfaithful"] and not r["claims"] for r in valid]))
+        if valid else None,
         "fallback_rate": float(np.mean([r["fallback"] for r in valid])) if valid else None,
         "items": rows,
     }

@@ -266,13 +266,8 @@ def generate_predictions(references: list[dict], videos: str | Path, model: str 
     """Caption each reference's video with our agent (`agent.explain`), resumably, into a jsonl."""
     from tqdm import tqdm
 
-    try:
-        from agent import explain
-    except ImportError:
-        raise FaceReasonError(
-            "Generating captions needs the FaceReason agent (`from agent import explain`), "
-            "which is not available in this installation; pass --pred with captions instead."
-        ) from None
+    from agent import explain
+
     videos, out_path = Path(videos), Path(out_path)
     if not videos.is_dir():
         raise FaceReasonError(f"--videos {videos} is not a folder.")
@@ -287,7 +282,7 @@ def generate_predictions(references: list[dict], videos: str | Path, model: str 
                 path = videos / Path(str(name)).name
             if not path.exists():
                 raise FaceReasonError(f"The video for item {r['id']!r} ({name}) is not in {videos}.")
-            res = explain(path, model=model) if model else explain(path)
+            res = explain(path, model=model)
             caption = res.explanations[0].caption if res.explanations else ""
             done[r["id"]] = caption
             sink.write(json.dumps({"id": r["id"], "caption": caption}) + "\n")

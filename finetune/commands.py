@@ -20,7 +20,10 @@ def add_parser(subparsers) -> None:
     d.add_argument("--n-clips", type=int, default=200, help="synthetic clips to generate")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--test-share", type=float, default=0.15)
-    d.add_argument("--tool-share", type=float, default=0.3, help="share of conversations with a tool call")
+    d.add_argument("--tool-share", type=float, default=0.15,
+                   help="share of video explanations that look with a tool before deciding")
+    d.add_argument("--question-share", type=float, default=0.6,
+                   help="share of synthetic faces that also get a follow-up question")
     d.add_argument("--fps", type=float, default=8.0, help="analysis frame rate for real videos")
     d.add_argument("--cache", default="out/cache", help="feature cache (by content hash)")
     d.add_argument("--num-proc", type=int, default=None, help="processes for feature extraction")
@@ -48,6 +51,9 @@ def add_parser(subparsers) -> None:
     s.add_argument("--adapter", required=True)
     s.add_argument("--to", default="models/facereason-smollm2-lora")
     s.add_argument("--run", default="out/train", help="the run whose evaluation goes into the card")
+    s.add_argument("--system", default="grpo", choices=["sft", "grpo"],
+                   help="which of the run's systems the adapter is (for the ship rule)")
+    s.add_argument("--force", action="store_true", help="ship even if the ship rule fails")
     s.set_defaults(func=_ship)
 
 
@@ -56,7 +62,8 @@ def _data(args: argparse.Namespace) -> int:
 
     if args.format == "synthetic":
         dsd = builder.synthetic_dataset(args.n_clips, seed=args.seed, test_share=args.test_share,
-                                        tool_share=args.tool_share, num_proc=args.num_proc)
+                                        tool_share=args.tool_share,
+                                        question_share=args.question_share, num_proc=args.num_proc)
     else:
         if not args.path:
             raise builder.TrainingDataError(f"--path is needed for --format {args.format}")
@@ -107,5 +114,5 @@ def _merge(args: argparse.Namespace) -> int:
 def _ship(args: argparse.Namespace) -> int:
     from finetune import report
 
-    print(report.ship(args.adapter, args.to, args.run))
+    print(report.ship(args.adapter, args.to, args.run, system=args.system, force=args.force))
     return 0

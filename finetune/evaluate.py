@@ -2,24 +2,29 @@
 
     facereason train eval --config eval_smollm2
 
-Sets: the held-out synthetic split (identities never seen in training), its
-hard confusers alone, and the real test media with our own labels
-(finetune/data/real_labels.yaml). Every model answers the agent's own opening
-turns (agent.graph.build_messages) greedily, may make one tool call that the
-agent's toolbox answers, and is scored on its raw text: no engine fallback,
-so a model that breaks the layout loses the row.
+Every model runs the shipped inference path itself: the agent loop of
+agent/graph.py (the same prompts, constrained decoding, tool rounds and
+repair) on a TransformersBackend with the adapter merged, faces batched; its
+records are rendered by agent/render.py exactly as a user would read them.
+There is no engine fallback here: a face whose model gave no usable record
+loses the row.
 
-Metrics: label accuracy and macro-F1 (evals.classification.emotion_metrics),
-AU F1 of the cited AUs against the true AUs (mean over rows that have true
-AUs), faithfulness (share of rows answered with a parsable explanation that
-has zero unfaithful claims by agent.faithfulness.check), format validity
-(finetune.rewards.format_reward = 1) and the caption-order score (finetune.rewards.caption_order_reward).
+Sets: the held-out synthetic split (identities never seen in training), its
+hard confusers alone, the real test media with our own labels
+(finetune/data/real_labels.yaml), and the held-out follow-up questions.
+
+Explanation metrics: label accuracy and macro-F1 (evals.classification),
+AU F1 of the cited AUs against the true AUs, faithful (the share of faces
+whose shown text has no unfaithful claim and whose own words were not
+withheld, agent.faithfulness), format validity (a valid record on the first
+try or after the one repair) and caption order (finetune.rewards).
+Follow-up metrics: tool (the tool a careful analyst would use, with its time
+within 0.5 s), label (the emotion the answer names) and evidence (the answer
+cites at least half of the target's evidence), and all three at once.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -27,13 +32,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-import tools  # noqa: F401  (torchvision workaround before transformers/peft)
 from finetune import config as C
 from finetune import rewards
 
-SYSTEMS = ("base", "engine", "sft", "grpo")
 REAL_LABELS = Path(__file__).resolve().parent / "data" / "real_labels.yaml"
 METRICS = ("label_accuracy", "macro_f1", "au_f1", "faithfulness", "format_validity", "caption_order")
+ANSWER_METRICS = ("tool", "label", "evidence", "correct")
+SYSTEM_NAMES = {"base": "base SmolLM2", "engine": "Exp-CoT engine", "sft": "SFT", "grpo": "SFT+GRPO"}
+ANSWER_SET = "follow-up questions"
 
 
 # ------------------------------------------------------------------ rows
@@ -61,238 +67,263 @@ def _spread(rows: list[dict], n: int | None) -> list[dict]:
     return [rows[int(i)] for i in sorted(set(idx.tolist()))]
 
 
-def synthetic_rows(data: str | Path, max_rows: int | None,
-                   confuser_rows: int | None = None) -> tuple[list[dict], list[dict]]:
-    """(held-out rows, hard-confuser rows): an even spread of the held-out split (the
-    confusers' share kept as it is), and of its confusers alone when `confuser_rows` is set
-    (else the confusers among the first set). Rows in both sets are the same dicts."""
+def synthetic_rows(data: str | Path, max_rows: int | None, confuser_rows: int | None = None,
+                   answer_rows: int | None = None) -> tuple[list[dict], list[dict], list[dict]]:
+    """(held-out decision rows, hard-confuser rows, follow-up rows), each an even spread of
+    the held-out split. Rows in both decision sets are the same dicts."""
     from finetune.data import builder
 
     test = list(builder.load(data)["test"])
-    held = _spread(test, max_rows)
+    decide = [r for r in test if r.get("kind", "decide") == "decide"]
+    held = _spread(decide, max_rows)
+    answers = _spread([r for r in test if r.get("kind") == "answer"], answer_rows) if answer_rows else []
     if not confuser_rows:
-        return held, [r for r in held if r["confuser"]]
+        return held, [r for r in held if r["confuser"]], answers
     by_id = {r["id"]: r for r in held}
-    conf = [by_id.get(r["id"], r) for r in _spread([r for r in test if r["confuser"]], confuser_rows)]
-    return held, conf
+    conf = [by_id.get(r["id"], r) for r in _spread([r for r in decide if r["confuser"]], confuser_rows)]
+    return held, conf, answers
 
 
 # ------------------------------------------------------------------ answers
-def engine_answers(rows: list[dict]) -> list[str]:
+def _tasks(rows: list[dict]) -> list:
+    """The agent's tasks for the rows, opening with the rows' own first two turns (what the
+    data builder took from the agent's prompt builders)."""
+    from agent.graph import Task
+    from agent.toolbox import Toolbox
+    from tools.analysis import Analysis
+
+    tasks = []
+    for r in rows:
+        a = Analysis.from_json(r["analysis"])
+        tasks.append(Task(a, r["track_id"], r.get("kind", "decide"), list(r["messages"][:2]),
+                          Toolbox(a, r["track_id"])))
+    return tasks
+
+
+def model_outcomes(rows: list[dict], model_path: str, adapter: str | None, batch_size: int = 8) -> list:
+    """Each row's finished agent Task, through the shipped loop and backend, in batches."""
+    from agent.backends import TransformersBackend
+    from agent.graph import run_tasks
+
+    backend = TransformersBackend.load(model_path, adapter or "none")
+    tasks = _tasks(rows)
+    for i in range(0, len(tasks), batch_size):
+        run_tasks(tasks[i:i + batch_size], backend)
+    return tasks
+
+
+def _explanations(tasks: list) -> list:
+    """The rendered explanation of each decision task, or None where the model gave none."""
+    from agent import render
+    from agent.decision import Decision
+    from agent.graph import _validated
+
+    out = []
+    for t in tasks:
+        if isinstance(t.record, Decision):
+            track = t.analysis.track(t.track_id)
+            out.append(_validated(render.explanation(t.analysis, track, t.record), t.analysis))
+        else:
+            out.append(None)
+    return out
+
+
+def engine_explanations(rows: list[dict]) -> list:
     from agent import engine
+    from agent.graph import _validated
     from tools.analysis import Analysis
 
     out = []
     for r in rows:
         a = Analysis.from_json(r["analysis"])
-        out.append(engine.explain_track(a, a.track(r["track_id"])).to_text())
+        out.append(_validated(engine.explain_track(a, a.track(r["track_id"])), a))
     return out
-
-
-@functools.cache
-def _load(model_path: str, adapter: str | None):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_path)
-    tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    if adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter)
-    model.eval()
-    return model, tok
-
-
-def _generate(model, tok, conversations: list[list[dict]], max_new_tokens: int,
-              batch_size: int) -> list[str]:
-    import torch
-
-    out: list[str] = []
-    for i in range(0, len(conversations), batch_size):
-        texts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
-                 for c in conversations[i:i + batch_size]]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tok.pad_token_id or tok.eos_token_id)
-        out += tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    return out
-
-
-def model_answers(rows: list[dict], model_path: str, adapter: str | None, max_new_tokens: int = 480,
-                  batch_size: int = 4, tool_rounds: int = 1, cache: str | Path | None = None) -> list[str]:
-    """Each row's final answer; a tool call is answered by the agent's toolbox, then asked again.
-
-    With `cache` (a jsonl file), answers are kept under a key of the weights' bytes, the
-    generation settings and the row's opening turns, so a re-run only generates what changed
-    (e.g. a new GRPO adapter against an unchanged base and SFT)."""
-    settings = {"max_new_tokens": max_new_tokens, "tool_rounds": tool_rounds}
-    system = _fingerprint(model_path, adapter, settings)
-    keys = [_row_key(system, r) for r in rows]
-    known = _read_cache(cache)
-    todo = [k for k, key in enumerate(keys) if key not in known]
-    if todo:
-        new = _generate_answers([rows[k] for k in todo], model_path, adapter, max_new_tokens,
-                                batch_size, tool_rounds)
-        fresh = {keys[k]: text for k, text in zip(todo, new, strict=True)}
-        known.update(fresh)
-        if cache:
-            Path(cache).parent.mkdir(parents=True, exist_ok=True)
-            with Path(cache).open("a") as fh:
-                for key, text in fresh.items():
-                    fh.write(json.dumps({"key": key, "text": text}) + "\n")
-    return [known[key] for key in keys]
-
-
-def _fingerprint(model_path: str, adapter: str | None, settings: dict) -> str:
-    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for folder in [Path(model_path), *([Path(adapter)] if adapter else [])]:
-        for f in sorted(folder.glob("*.safetensors")):
-            st = f.stat()
-            h.update(_digest(str(f), st.st_mtime_ns, st.st_size))
-    return h.hexdigest()
-
-
-@functools.cache
-def _digest(path: str, mtime_ns: int, size: int) -> bytes:
-    """A weights file's hash, read once per version of the file (every system shares the base)."""
-    return hashlib.sha256(Path(path).read_bytes()).digest()
-
-
-def _row_key(system: str, row: dict) -> str:
-    turns = json.dumps(list(row["messages"][:2]), sort_keys=True)
-    return hashlib.sha256((system + turns + row["analysis"]).encode()).hexdigest()
-
-
-def _read_cache(cache: str | Path | None) -> dict[str, str]:
-    if not cache or not Path(cache).is_file():
-        return {}
-    out = {}
-    for line in Path(cache).read_text().splitlines():
-        try:
-            item = json.loads(line)
-            out[item["key"]] = item["text"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # a line cut short by an interrupted run: generate that row again
-    return out
-
-
-def _generate_answers(rows, model_path, adapter, max_new_tokens, batch_size, tool_rounds):
-    from agent.backends import text_messages
-    from agent.toolbox import Toolbox, parse_tool_calls
-    from tools.analysis import Analysis
-
-    model, tok = _load(model_path, adapter)
-    convs = [list(r["messages"][:2]) for r in rows]  # the opening turns, as the agent starts
-    answers = _generate(model, tok, convs, max_new_tokens, batch_size)
-    for _ in range(tool_rounds):
-        again = []
-        for k, (r, text) in enumerate(zip(rows, answers, strict=True)):
-            parsed = parse_tool_calls(text)
-            if parsed.calls and "Key Observations" not in text:
-                a = Analysis.from_json(r["analysis"])
-                box = Toolbox(a, default_track=r["track_id"])
-                results = [{"role": "tool", "content": box.run(c)} for c in parsed.calls[:1]]
-                convs[k] = convs[k] + text_messages([{"role": "assistant", "content": text}, *results])
-                again.append(k)
-        if not again:
-            break
-        redo = _generate(model, tok, [convs[k] for k in again], max_new_tokens, batch_size)
-        for k, text in zip(again, redo, strict=True):
-            answers[k] = text
-    return answers
 
 
 # ------------------------------------------------------------------ scoring
-def score(rows: list[dict], texts: list[str]) -> dict:
-    """The table's metrics for one system on one set of rows."""
-    from agent import faithfulness
-    from agent.schema import ParseError, parse_explanation
+def au_f1(cited: set[str], true: set[str]) -> float:
+    """F1 of cited vs true AU sets; for a face with no true AU, 1 when none is cited."""
+    if not true:
+        return float(not cited)
+    tp = len(cited & true)
+    return 0.0 if tp == 0 else 2 * tp / (len(cited) + len(true))
+
+
+def score(rows: list[dict], explanations: list) -> dict:
+    """The table's metrics for one system on one set of rows (None: no usable record)."""
     from evals.classification import emotion_metrics
-    from tools.analysis import Analysis
 
     if not rows:
         return {m: None for m in METRICS} | {"n": 0}
-    preds, au_f1, faithful = [], [], []
-    for r, text in zip(rows, texts, strict=True):
-        try:
-            e = parse_explanation(text, track_id=r["track_id"])
-        except (ParseError, ValueError):
+    preds, f1s, faithful, order = [], [], [], []
+    for r, e in zip(rows, explanations, strict=True):
+        if e is None:
             preds.append("invalid")
-            faithful.append(False)  # no explanation: nothing it says can be trusted
-            if r["aus"]:
-                au_f1.append(0.0)
+            f1s.append(0.0)
+            faithful.append(False)  # no record: nothing it says can be trusted
+            order.append(0.0)
             continue
         preds.append(e.conclusion.label)
-        if r["aus"]:
-            au_f1.append((rewards.au_reward([text], aus=[r["aus"]])[0] + 1) / 2)
-        a = Analysis.from_json(r["analysis"])
-        faithful.append(not faithfulness.check(e, a))
+        f1s.append(au_f1({o.au for o in e.key_observations}, set(r["aus"])))
+        faithful.append(not e.unfaithful_claims and not e.withheld)
+        order.append(rewards.order_score(rewards.caption_emotions(e.caption), list(r["segment_order"])))
     cls = emotion_metrics([r["label"] for r in rows], preds)
-    fmt = rewards.format_reward(texts)
-    order = rewards.caption_order_reward(texts, segment_order=[r["segment_order"] for r in rows])
     return {"n": len(rows), "label_accuracy": cls["accuracy"], "macro_f1": cls["macro_f1"],
-            "au_f1": float(np.mean(au_f1)) if au_f1 else None,
-            "faithfulness": float(np.mean(faithful)),
-            "format_validity": float(np.mean([f == 1.0 for f in fmt])),
+            "au_f1": float(np.mean(f1s)), "faithfulness": float(np.mean(faithful)),
+            "format_validity": float(np.mean([e is not None for e in explanations])),
             "caption_order": float(np.mean(order))}
 
 
+def _target_answer(row: dict) -> tuple[dict | None, dict]:
+    """(the target's tool request or None, the target answer record) of an answer row."""
+    msgs = row["messages"]
+    tool = json.loads(msgs[2]["content"]) if len(msgs) > 3 else None
+    return tool, json.loads(msgs[-1]["content"])
+
+
+def _same_tool(pred: dict | None, target: dict | None) -> bool:
+    if (pred is None) != (target is None):
+        return False
+    if pred is None:
+        return True
+    if pred.get("name", pred.get("tool")) != target["tool"]:
+        return False
+    args = pred.get("arguments", pred.get("args", {}))
+    for k, v in target["args"].items():
+        if isinstance(v, (int, float)):
+            if not isinstance(args.get(k), (int, float)) or abs(args[k] - v) > 0.5:
+                return False
+        elif str(args.get(k, "")).upper() != str(v).upper():
+            return False
+    return True
+
+
+def score_answers(rows: list[dict], outcomes: list[tuple[dict | None, dict | None]]) -> dict:
+    """Follow-up metrics: outcomes are (first tool call, answer record) per row."""
+    if not rows:
+        return {m: None for m in ANSWER_METRICS} | {"n": 0}
+    tool, label, evid = [], [], []
+    for r, (call, record) in zip(rows, outcomes, strict=True):
+        t_tool, target = _target_answer(r)
+        tool.append(_same_tool(call, t_tool))
+        if record is None:
+            label.append(False)
+            evid.append(False)
+            continue
+        label.append(record.get("label") == target.get("label"))
+        want, got = set(target.get("ref", [])), set(record.get("ref", []))
+        evid.append(len(want & got) >= 0.5 * len(want) if want else not got)
+    correct = [a and b and c for a, b, c in zip(tool, label, evid, strict=True)]
+    return {"n": len(rows), "tool": float(np.mean(tool)), "label": float(np.mean(label)),
+            "evidence": float(np.mean(evid)), "correct": float(np.mean(correct))}
+
+
+def answer_outcomes(tasks: list) -> list[tuple[dict | None, dict | None]]:
+    from agent.decision import Answer
+
+    return [(t.tool_log[0] if t.tool_log else None,
+             t.record.model_dump() if isinstance(t.record, Answer) else None) for t in tasks]
+
+
+def rule_answer_outcomes(rows: list[dict]) -> list[tuple[dict | None, dict | None]]:
+    """The rule-based answers (agent.graph.fallback_answer) as a baseline."""
+    from agent.graph import fallback_answer
+
+    out = []
+    for r, task in zip(rows, _tasks(rows), strict=True):
+        question = r["messages"][1]["content"].rsplit(": ", 1)[-1]
+        ans = fallback_answer(task, question)
+        out.append((task.tool_log[0] if task.tool_log else None, ans.model_dump()))
+    return out
+
+
+# ------------------------------------------------------------------ the table
 def evaluate(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None = None) -> dict:
-    """Answers of every configured system on every set, scored; written to output_dir/eval.json."""
-    from agent.backends import resolve_model
+    """Every configured system on every set, scored; written to output_dir/eval.json."""
+    from agent import models
 
     cfg = C.load(cfg_or_path, overrides)
     out = Path(cfg.get("output_dir", "out/eval"))
     out.mkdir(parents=True, exist_ok=True)
-    sets: dict[str, list[dict]] = {}
-    syn, confusers = synthetic_rows(cfg["data"], cfg.get("max_rows"), cfg.get("confuser_rows"))
-    sets["synthetic held-out"] = syn
-    sets["hard confusers"] = confusers
+    syn, confusers, answer_rows = synthetic_rows(cfg["data"], cfg.get("max_rows"),
+                                                 cfg.get("confuser_rows"), cfg.get("answer_rows"))
+    sets: dict[str, list[dict]] = {"synthetic held-out": syn, "hard confusers": confusers}
     if cfg.get("real_media", True):
         sets["real media"] = real_rows(cfg.get("cache_dir", "out/cache"))
-    model_path = resolve_model(cfg.get("model"))
+    model_path = models.resolve_model(cfg.get("model"))
     systems = {"base": None, "engine": None, **{k: cfg.get(k) for k in ("sft", "grpo") if cfg.get(k)}}
-    gen = cfg.get("generation", {})
+    batch = int(cfg.get("batch_size", 8))
     seen = {id(r) for r in syn}
     all_rows = syn + [r for r in confusers if id(r) not in seen] + sets.get("real media", [])
-    cache = out / "answers_cache.jsonl" if cfg.get("cache_answers", True) else None
-    ids = {id(r): k for k, r in enumerate(all_rows)}
-    table: dict = {"sets": {k: len(v) for k, v in sets.items()}, "systems": {}, "timing_s": {}}
-    answers: dict[str, list[str]] = {}
+    index = {id(r): k for k, r in enumerate(all_rows)}
+    table: dict = {"sets": {**{k: len(v) for k, v in sets.items()}, ANSWER_SET: len(answer_rows)},
+                   "systems": {}, "answers": {}, "timing_s": {}}
+    dump: dict[str, list] = {}
     for name, adapter in systems.items():
         t0 = time.time()
         if name == "engine":
-            answers[name] = engine_answers(all_rows)
+            exps = engine_explanations(all_rows)
+            answers = rule_answer_outcomes(answer_rows)
         else:
-            answers[name] = model_answers(all_rows, model_path, adapter, cache=cache, **gen)
+            exps = _explanations(model_outcomes(all_rows, model_path, adapter, batch))
+            answers = answer_outcomes(model_outcomes(answer_rows, model_path, adapter, batch))
         table["timing_s"][name] = round(time.time() - t0, 1)
-        table["systems"][name] = {
-            set_name: score(rows, [answers[name][ids[id(r)]] for r in rows])
-            for set_name, rows in sets.items()}
+        table["systems"][name] = {set_name: score(rows, [exps[index[id(r)]] for r in rows])
+                                  for set_name, rows in sets.items()}
+        table["answers"][name] = score_answers(answer_rows, answers)
+        dump[name] = [e.decision if e is not None else None for e in exps]
+        dump[f"{name}_answers"] = [a[1] for a in answers]
     (out / "eval.json").write_text(json.dumps(table, indent=1))
     with (out / "answers.jsonl").open("w") as fh:
         for k, r in enumerate(all_rows):
             fh.write(json.dumps({"id": r["id"], "label": r["label"],
-                                 **{s: answers[s][k] for s in answers}}) + "\n")
+                                 **{s: dump[s][k] for s in systems}}) + "\n")
+        for k, r in enumerate(answer_rows):
+            fh.write(json.dumps({"id": r["id"], "question": r["messages"][1]["content"].rsplit(": ", 1)[-1],
+                                 "target": _target_answer(r)[1],
+                                 **{s: dump[f"{s}_answers"][k] for s in systems}}) + "\n")
     (out / "table.md").write_text(markdown_table(table))
     return table
 
 
 def markdown_table(table: dict) -> str:
-    """One markdown table per set: systems as rows, the six metrics as columns."""
-    names = {"base": "base SmolLM2", "engine": "Exp-CoT engine", "sft": "SFT", "grpo": "SFT+GRPO"}
+    """One markdown table per set: systems as rows, the metrics as columns."""
     heads = ["label acc.", "macro-F1", "AU F1", "faithful", "format", "caption order"]
     parts = []
     for set_name, n in table["sets"].items():
+        if set_name == ANSWER_SET:
+            continue
         parts.append(f"**{set_name}** ({n} faces)\n")
         parts.append("| system | " + " | ".join(heads) + " |")
         parts.append("|---" * (len(heads) + 1) + "|")
         for sysname, by_set in table["systems"].items():
             m = by_set[set_name]
             cells = ["–" if m.get(k) is None else f"{m[k]:.2f}" for k in METRICS]
-            parts.append(f"| {names.get(sysname, sysname)} | " + " | ".join(cells) + " |")
+            parts.append(f"| {SYSTEM_NAMES.get(sysname, sysname)} | " + " | ".join(cells) + " |")
+        parts.append("")
+    if table.get("answers") and table["sets"].get(ANSWER_SET):
+        parts.append(f"**{ANSWER_SET}** ({table['sets'][ANSWER_SET]} questions; the engine row is "
+                     "the rule-based answer)\n")
+        parts.append("| system | tool | label | evidence | all three |")
+        parts.append("|---|---|---|---|---|")
+        for sysname, m in table["answers"].items():
+            cells = ["–" if m.get(k) is None else f"{m[k]:.2f}" for k in ANSWER_METRICS]
+            parts.append(f"| {SYSTEM_NAMES.get(sysname, sysname)} | " + " | ".join(cells) + " |")
         parts.append("")
     return "\n".join(parts)
+
+
+def ship_check(table: dict, system: str = "grpo") -> tuple[bool, list[str]]:
+    """Whether `system` may be the default: at or above the engine on label accuracy and
+    caption order on every explanation set, with faithful = 1.00. Returns (ok, reasons)."""
+    reasons = []
+    for set_name, m in table["systems"].get(system, {}).items():
+        e = table["systems"]["engine"][set_name]
+        for k in ("label_accuracy", "caption_order"):
+            if m.get(k) is not None and e.get(k) is not None and m[k] < e[k] - 1e-9:
+                reasons.append(f"{set_name}: {k} {m[k]:.2f} < engine {e[k]:.2f}")
+        if m.get("faithfulness") is not None and m["faithfulness"] < 1.0:
+            reasons.append(f"{set_name}: faithful {m['faithfulness']:.2f} < 1.00")
+    if system not in table["systems"]:
+        reasons.append(f"{system} was not evaluated")
+    return not reasons, reasons

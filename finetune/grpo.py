@@ -14,10 +14,14 @@ and at the end the two adapters are concatenated into one (PEFT
 updates is a LoRA of the summed rank). Either way the result is one adapter on
 the base model, in output_dir/adapter.
 
-Prompts are the conversation up to the final answer: the agent's opening
-turns, plus the teacher's tool call and its result where the row has one, so
-the policy is rewarded on the answer it writes after looking. (TRL's own
-tool loop runs stateless functions; ours answer from each row's Analysis.)
+Prompts are the decision rows' conversations up to the final record: the
+agent's opening turns, plus the tool request and its result where the row has
+one, so the policy is rewarded on the record it writes after looking. (TRL's
+own tool loop runs stateless functions; ours answer from each row's
+Analysis.) Records are short (~35 tokens), so a step costs a fraction of what
+the prose answers of the first version did. `override_share` fills part of
+the prompts with faces whose rule-based reading (shown in the prompt) is
+wrong: there the reward, not imitation, has to teach the model to override.
 The rewards read the dataset's label columns (see finetune/rewards.py).
 """
 
@@ -28,20 +32,13 @@ from pathlib import Path
 
 import yaml
 
-import tools  # noqa: F401  (torchvision workaround before transformers/peft/trl)
+from agent import models
 from finetune import config as C
 from finetune import rewards
 from finetune.data import builder
-from finetune.sft import (
-    is_vlm,
-    last_checkpoint,
-    load_model,
-    lora_config,
-    resolve_model,
-    save_processing,
-)
+from finetune.sft import last_checkpoint, lora_config, save_processing
 
-REWARD_COLUMNS = ["prompt", "label", "aus", "observed_aus", "segment_order"]
+REWARD_COLUMNS = ["prompt", "label", "aus", "segment_order", "analysis", "track_id"]
 MORE_TO_DO = 3  # exit status of a process that stopped after `process_steps` with steps left
 
 
@@ -102,26 +99,31 @@ def train_in_processes(cfg_or_path, overrides: list[str] | None = None) -> Path:
     raise C.TrainingConfigError(f"GRPO did not finish in {out}; see the log above")
 
 
-def _prompts(ds, n: int | None, vlm: bool, teacher_wrong_share: float | None = None):
-    if teacher_wrong_share and "label" in ds.column_names:
-        ds = _mix_teacher_failures(ds, float(teacher_wrong_share), n)
+def _prompts(ds, n: int | None, vlm: bool, override_share: float | None = None):
+    if "kind" in ds.column_names:
+        ds = ds.filter(lambda r: r["kind"] == "decide", desc="decision rows")
+    if override_share:
+        ds = _mix_overrides(ds, float(override_share), n)
     elif n is not None:
         ds = ds.select(range(min(int(n), len(ds))))
     keep = [*REWARD_COLUMNS, "images"] if vlm else REWARD_COLUMNS
     return ds.remove_columns([c for c in ds.column_names if c not in keep])
 
 
-def _mix_teacher_failures(ds, share: float, n: int | None):
-    """`n` prompts of which `share` are rows the teacher gets wrong, interleaved in order.
+def rule_is_wrong(row: dict) -> bool:
+    """Whether the rule-based reading the prompt shows differs from the true label."""
+    from agent import engine
+    from tools.analysis import Analysis
 
-    SFT learns only from the teacher's correct chains (`teacher_filter: correct`); the rows
-    it threw away are where imitation cannot help and only the reward can teach, so GRPO
-    spends part of its few steps there (the rest keeps the imitated skills in place)."""
-    from finetune.sft import teacher_agrees
+    a = Analysis.from_json(row["analysis"])
+    return engine.conclude(a, a.track(row["track_id"])).label != row["label"]
 
-    agrees = [teacher_agrees(r) for r in ds]
-    wrong = [i for i, ok in enumerate(agrees) if not ok]
-    right = [i for i, ok in enumerate(agrees) if ok]
+
+def _mix_overrides(ds, share: float, n: int | None):
+    """`n` prompts of which `share` are faces the rules read wrong, spread evenly in order."""
+    wrong_flags = [rule_is_wrong(r) for r in ds]
+    wrong = [i for i, w in enumerate(wrong_flags) if w]
+    right = [i for i, w in enumerate(wrong_flags) if not w]
     n = len(ds) if n is None else min(int(n), len(ds))
     n_wrong = min(len(wrong), round(n * share))
     picked = [wrong[:n_wrong], right[:n - n_wrong]]
@@ -131,12 +133,11 @@ def _mix_teacher_failures(ds, share: float, n: int | None):
     return ds.select([i for _, i in spread])
 
 
-def combine_adapters(base_path: str, first: str | Path, second: str | Path, out: str | Path,
-                     vlm: bool = False) -> Path:
+def combine_adapters(base_path: str, first: str | Path, second: str | Path, out: str | Path) -> Path:
     """One adapter equal to applying `first` then `second` (LoRA concatenation), saved to `out`."""
     from peft import PeftModel
 
-    base, proc = load_model(base_path, vlm=vlm)
+    base, proc = models.load(base_path)
     model = PeftModel.from_pretrained(base, str(first), adapter_name="first")
     model.load_adapter(str(second), adapter_name="second")
     model.add_weighted_adapter(["first", "second"], [1.0, 1.0], adapter_name="combined",
@@ -152,28 +153,30 @@ def combine_adapters(base_path: str, first: str | Path, second: str | Path, out:
         for f in sub.iterdir():
             f.replace(out / f.name)
         sub.rmdir()
-    save_processing(base_path, vlm, out)
+    save_processing(base_path, out)
     return out
 
 
 def train(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None = None) -> Path:
     """Run GRPO as configured; returns the adapter folder."""
+    models.compat()
     from peft import PeftModel
     from trl import GRPOConfig, GRPOTrainer
 
     cfg = C.load(cfg_or_path, overrides)
     out = Path(cfg.get("output_dir", "out/grpo"))
-    model_path = resolve_model(cfg.get("model"))
+    model_path = models.resolve_model(cfg.get("model"))
     dsd = builder.load(cfg["data"])
-    vlm = bool(cfg.get("vlm", is_vlm(model_path)))
-    train_ds = _prompts(dsd["train"], cfg.get("max_train_rows"), vlm, cfg.get("teacher_wrong_share"))
+    vlm = models.is_vlm(model_path)
+    train_ds = _prompts(dsd["train"].shuffle(seed=int(cfg.get("shuffle_seed", 1))),
+                        cfg.get("max_train_rows"), vlm, cfg.get("override_share"))
     names = list(cfg.get("rewards", list(rewards.DEFAULT_WEIGHTS)))
     weights = cfg.get("reward_weights", {})
     section = dict(cfg.get("grpo", {}))
     section.setdefault("reward_weights", [float(weights.get(n, rewards.DEFAULT_WEIGHTS.get(n, 1.0)))
                                           for n in names])
     args = C.trl_args(GRPOConfig, {"report_to": "none", **section}, output_dir=str(out))
-    model, proc = load_model(model_path, vlm=vlm, dtype=cfg.get("dtype", "float32"))
+    model, proc = models.load(model_path, dtype=cfg.get("dtype", "float32"))
     sft_adapter = cfg.get("adapter")
     peft_config = None
     stacked = False
@@ -197,10 +200,10 @@ def train(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None = N
     adapter = out / "adapter"
     if stacked:
         trainer.save_model(str(out / "grpo_delta"))
-        combine_adapters(model_path, sft_adapter, out / "grpo_delta", adapter, vlm)
+        combine_adapters(model_path, sft_adapter, out / "grpo_delta", adapter)
     else:
         trainer.save_model(str(adapter))
-        save_processing(model_path, vlm, adapter)
+        save_processing(model_path, adapter)
     C.write_run_report(out, trainer, t0, stage="grpo", model=model_path, sft_adapter=sft_adapter,
                        rewards=names, reward_weights=args.reward_weights,
                        train_rows=len(train_ds), resumed_from=ckpt)

@@ -24,7 +24,8 @@ def build_data(section: dict) -> Path:
         return out
     dsd = builder.synthetic_dataset(int(section.get("n_clips", 100)), seed=int(section.get("seed", 0)),
                                     test_share=float(section.get("test_share", 0.15)),
-                                    tool_share=float(section.get("tool_share", 0.3)),
+                                    tool_share=float(section.get("tool_share", 0.15)),
+                                    question_share=float(section.get("question_share", 0.6)),
                                     num_proc=section.get("num_proc"))
     return builder.save(dsd, out)
 

@@ -74,9 +74,16 @@ def results_block(run: Path, images: list[Path], docs: Path) -> str:
         from finetune.data import builder
 
         dsd = builder.load(data)
-        conf = sum(dsd["test"]["confuser"])
-        lines.append(f"- Data: {len(dsd['train'])} training faces, {len(dsd['test'])} held-out faces "
-                     f"({conf} hard confusers), split by identity.")
+
+        def count(split: str, kind: str) -> int:
+            return sum(k == kind for k in dsd[split]["kind"]) if "kind" in dsd[split].column_names \
+                else (len(dsd[split]) if kind == "decide" else 0)
+
+        conf = sum(c for c, k in zip(dsd["test"]["confuser"], dsd["test"]["kind"], strict=True)
+                   if k == "decide")
+        lines.append(f"- Data: {count('train', 'decide')} training faces and {count('train', 'answer')} "
+                     f"follow-up questions; {count('test', 'decide')} held-out faces ({conf} hard "
+                     f"confusers) and {count('test', 'answer')} questions, split by identity.")
     for stage in ("sft", "grpo"):
         log = _log(run, stage)
         if log:
@@ -91,8 +98,16 @@ def results_block(run: Path, images: list[Path], docs: Path) -> str:
     if ev.is_file():
         table = json.loads(ev.read_text())
         lines += ["", markdown_table(table)]
-        lines.append("Generation time per system (s): " + ", ".join(
+        lines.append("Time per system, all sets (s): " + ", ".join(
             f"{k} {v}" for k, v in table.get("timing_s", {}).items()))
+        from finetune.evaluate import ship_check
+
+        for system in ("grpo", "sft"):
+            if system in table["systems"]:
+                ok, why = ship_check(table, system)
+                verdict = "passes" if ok else "fails (" + "; ".join(why) + ")"
+                lines.append(f"\nShip rule for {system.upper()}: at or above the engine on label "
+                             f"accuracy and caption order on every set, faithful 1.00: {verdict}.")
     lines += ["", END]
     return "\n".join(lines)
 
@@ -120,14 +135,29 @@ def write_report(run: str | Path, docs: str | Path) -> Path:
     return docs
 
 
-def ship(adapter: str | Path, dest: str | Path, run: str | Path | None = None) -> Path:
-    """Copy an adapter as fp16 safetensors with its config, tokenizer and a model card."""
+def ship(adapter: str | Path, dest: str | Path, run: str | Path | None = None,
+         system: str = "grpo", force: bool = False) -> Path:
+    """Copy an adapter as fp16 safetensors with its config, tokenizer and a model card.
+
+    The destination becomes the default reasoner, so the run's evaluation must show
+    `system` at or above the engine (finetune.evaluate.ship_check) unless `force`."""
     import torch
     from safetensors.torch import load_file, save_file
 
     src, dest = Path(adapter), Path(dest)
     if not (src / "adapter_config.json").is_file():
         raise TrainingConfigError(f"{src} is not a PEFT adapter folder (no adapter_config.json)")
+    if not force:
+        from finetune.evaluate import ship_check
+
+        ev = Path(run) / "eval" / "eval.json" if run else None
+        if ev is None or not ev.is_file():
+            raise TrainingConfigError("no evaluation to check the ship rule against: run "
+                                      "`facereason train eval` first (or pass --force)")
+        ok, why = ship_check(json.loads(ev.read_text()), system)
+        if not ok:
+            raise TrainingConfigError(f"{system} is not at or above the engine: {'; '.join(why)}; "
+                                      "not shipped (pass --force to ship anyway)")
     dest.mkdir(parents=True, exist_ok=True)
     weights = load_file(str(src / "adapter_model.safetensors"))
     save_file({k: v.to(torch.float16).contiguous() for k, v in weights.items()},

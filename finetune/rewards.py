@@ -1,22 +1,28 @@
 """Reward functions for GRPO, in TRL's form: `reward(completions, **columns) -> list[float]`.
 
-Each function is pure: it reads the model's completions (plain strings, or
-TRL's conversational form, a list of messages whose last assistant turn is
-the answer) and dataset columns of the same length, and returns one float per
-completion. None means "no opinion" to TRL; we never return it, so a missing
-column is an error, not a silent zero.
+Each function is pure: it reads the model's completions (the JSON decision
+record as a string, or TRL's conversational form, a list of messages whose
+last assistant turn is the record) and dataset columns of the same length,
+and returns one float per completion. None means "no opinion" to TRL; we
+never return it, so a missing column is an error, not a silent zero.
 
 Columns (written by finetune/data/builder.py):
+    analysis       the Analysis JSON of the clip (the record's ids are checked against it)
+    track_id       the face the record is about
     label          the true conclusion label of the face
     aus            AU codes that belong to the true expression(s)
-    observed_aus   AU codes the measurements show (what the model may cite)
     segment_order  the true order of emotion segments, e.g. [neutral, happiness]
 
+What counts as a valid record and as a faithful one is defined once, in the
+agent: agent.decision.parse_decision (ids of this face, a known label) and
+agent.faithfulness.check_words (the model's own words). The caption is the
+one the user would read, rendered by agent/render.py from the record.
+
 The recipe follows Facial-R1 (2025, "Facial-R1: Aligning Reasoning and Recognition
-for Facial Emotion Analysis"): a format
-reward, a label reward and an AU reward 2*F1 - 1 over cited vs. true AUs
-(-1 when none is cited, as in its released reward code), to which we add a
-faithfulness penalty and a caption-order score for the time-ordered caption.
+for Facial Emotion Analysis"): a format reward, a label reward and an AU
+reward 2*F1 - 1 over cited vs. true AUs (-1 when none is cited, as in its
+released reward code), to which we add a faithfulness penalty and a
+caption-order score for the time-ordered caption.
 """
 
 from __future__ import annotations
@@ -24,14 +30,14 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-import prompts
-from agent.schema import HEADERS, ParseError, au_code, parse_explanation
+from agent import evidence as ev
+from agent import faithfulness, render
+from agent.decision import Decision, RecordError, parse_decision, parse_turn
+from agent.schema import au_code
 from evals.metrics import lcs_pairs
+from tools.analysis import Analysis, Track
 from tools.errors import FaceReasonError
 
 Completion = str | list[dict[str, Any]]
@@ -47,13 +53,6 @@ def completion_text(completion: Completion) -> str:
         return str(completion.get("content") or "")
     texts = [m.get("content") or "" for m in completion if m.get("role", "assistant") == "assistant"]
     return str(texts[-1]) if texts else ""
-
-
-def _parse(text: str):
-    try:
-        return parse_explanation(text)
-    except (ParseError, ValueError):
-        return None
 
 
 class RewardColumnError(FaceReasonError, ValueError):
@@ -79,66 +78,83 @@ def _codes(items) -> set[str]:
     return out
 
 
-def cited_aus(text: str) -> set[str]:
-    """AU codes cited in the Key Observations of an answer (empty if it does not parse)."""
-    e = _parse(text)
-    return {o.au for o in e.key_observations} if e is not None else set()
+@functools.lru_cache(maxsize=256)
+def _face(analysis_json: str, track_id: int) -> tuple[Analysis, Track, ev.FaceFacts]:
+    a = Analysis.from_json(analysis_json)
+    t = a.track(int(track_id))
+    return a, t, ev.facts(a, t)
+
+
+def decision_of(completion: Completion, analysis_json: str, track_id: int) -> Decision | None:
+    """The completion's Decision if it is a valid record for this face, else None."""
+    a, _, f = _face(analysis_json, track_id)
+    try:
+        return parse_decision(completion_text(completion), f, a.emotion_labels)
+    except RecordError:
+        return None
+
+
+def _decisions(completions, analysis, track_id) -> list[Decision | None]:
+    n = len(completions)
+    rows = zip(completions, _need("analysis", analysis, n), _need("track_id", track_id, n), strict=True)
+    return [decision_of(c, a, t) for c, a, t in rows]
+
+
+def cited_aus(d: Decision | None, analysis_json: str, track_id: int) -> set[str]:
+    """AU codes of the events a decision cites (its Key Observations)."""
+    if d is None:
+        return set()
+    f = _face(analysis_json, track_id)[2]
+    return {f.events[i].au for i in d.cite}
 
 
 # ------------------------------------------------------------------------- rewards
-def format_reward(completions: list[Completion], **_: Any) -> list[float]:
-    """Layout score in [0, 1]: the share of five checks passed.
-
-    The four headers (**Key Observations:**, **Overall Emotional Interpretation:**,
-    **Conclusion:**, **Caption:**) present in that order (one check each; a header
-    out of order does not count), and the text parses into an explanation with a
-    known label and a non-empty caption (the fifth).
-    """
+def format_reward(completions: list[Completion], analysis: Sequence[str] | None = None,
+                  track_id: Sequence[int] | None = None, **_: Any) -> list[float]:
+    """1.0 for a valid decision record of this face; 0.25 for a JSON object that is not
+    one (wrong ids, a field missing); 0 otherwise. Range [0, 1]."""
     out = []
-    for c in completions:
-        text = completion_text(c)
-        score, pos = 0, -1
-        for h in HEADERS:
-            i = text.find(h, pos + 1)
-            if i > pos:
-                score += 1
-                pos = i
-        e = _parse(text)
-        score += int(e is not None and bool(e.caption.strip()))
-        out.append(score / (len(HEADERS) + 1))
+    for c, d in zip(completions, _decisions(completions, analysis, track_id), strict=True):
+        if d is not None:
+            out.append(1.0)
+            continue
+        try:
+            parse_turn(completion_text(c))
+            out.append(0.25)
+        except RecordError:
+            out.append(0.0)
     return out
 
 
 def label_reward(completions: list[Completion], label: Sequence[str] | None = None,
+                 analysis: Sequence[str] | None = None, track_id: Sequence[int] | None = None,
                  **_: Any) -> list[float]:
-    """1.0 when the conclusion's label equals the true `label` (case-insensitive), else 0.0.
+    """1.0 when the record's label equals the true `label` (case-insensitive), else 0.0.
 
-    Range [0, 1]. An answer that does not parse scores 0.
+    Range [0, 1]. A completion that is not a valid record scores 0.
     """
     labels = _need("label", label, len(completions))
-    out = []
-    for c, truth in zip(completions, labels, strict=True):
-        e = _parse(completion_text(c))
-        out.append(float(e is not None and e.conclusion.label.lower() == str(truth).lower()))
-    return out
+    return [float(d is not None and d.label.lower() == str(t).lower())
+            for d, t in zip(_decisions(completions, analysis, track_id), labels, strict=True)]
 
 
 def au_reward(completions: list[Completion], aus: Sequence[Sequence[str]] | None = None,
+              analysis: Sequence[str] | None = None, track_id: Sequence[int] | None = None,
               **_: Any) -> list[float]:
-    """2 * F1 - 1 of the cited AUs against the true `aus`; -1 when no AU is cited.
+    """2 * F1 - 1 of the cited events' AUs against the true `aus`; -1 when none is cited.
 
-    Range [-1, 1]. F1 over sets of AU codes (precision = true cited / cited,
-    recall = true cited / true). When the truth has no AU (a neutral face), citing
-    none is correct: the answer scores 1 if it says no AU rose, -1 if it cites any.
+    Range [-1, 1]. F1 over sets of AU codes. When the truth has no AU (a neutral face),
+    citing none is correct: 1 if the record cites none, -1 if it cites any or is invalid.
     """
-    truth_rows = _need("aus", aus, len(completions))
+    n = len(completions)
+    truth_rows = _need("aus", aus, n)
     out = []
-    for c, truth in zip(completions, truth_rows, strict=True):
-        cited = cited_aus(completion_text(c))
+    for d, truth, a, t in zip(_decisions(completions, analysis, track_id), truth_rows,
+                              analysis, track_id, strict=True):
+        cited = cited_aus(d, a, t)
         true = _codes(truth)
         if not true:
-            parsed = _parse(completion_text(c)) is not None
-            out.append(1.0 if parsed and not cited else -1.0)
+            out.append(1.0 if d is not None and not cited else -1.0)
             continue
         if not cited:
             out.append(-1.0)
@@ -149,57 +165,28 @@ def au_reward(completions: list[Completion], aus: Sequence[Sequence[str]] | None
     return out
 
 
-def faithfulness_reward(completions: list[Completion],
-                        observed_aus: Sequence[Sequence[str]] | None = None,
-                        **_: Any) -> list[float]:
-    """Minus the share of cited AUs that the measurements do not show.
-
-    Range [-1, 0]: 0 when every cited AU was observed (or none is cited), -1 when
-    none of them was. A penalty only, so it never pays to cite less; the AU
-    reward takes care of citing too little.
-    """
-    rows = _need("observed_aus", observed_aus, len(completions))
+def faithfulness_reward(completions: list[Completion], analysis: Sequence[str] | None = None,
+                        track_id: Sequence[int] | None = None, **_: Any) -> list[float]:
+    """-1 when the record's own words (its note) fail agent.faithfulness.check_words for this
+    face, else 0 (an empty note, or a valid one). Range [-1, 0]: a penalty only, so it never
+    pays to say nothing; an invalid record scores 0 here (format_reward handles it)."""
     out = []
-    for c, observed in zip(completions, rows, strict=True):
-        cited = cited_aus(completion_text(c))
-        if not cited:
+    for d, a, t in zip(_decisions(completions, analysis, track_id), analysis, track_id, strict=True):
+        if d is None or not d.note:
             out.append(0.0)
             continue
-        out.append(-len(cited - _codes(observed)) / len(cited))
+        an, track, _ = _face(a, t)
+        bad = faithfulness.check_words(d.note, an, track, allowed_labels={d.label})
+        out.append(-1.0 if bad else 0.0)
     return out
 
 
-@functools.cache
-def _emotion_lexicon() -> list[tuple[str, str]]:
-    """(phrase, label) pairs, longest phrase first, from emotion_words.yaml and the
-    engine's state phrases (prompts/emotion_phrases.yaml)."""
-    words = yaml.safe_load((Path(__file__).with_name("emotion_words.yaml")).read_text())
-    pairs = {(w.lower(), lab) for lab, ws in words.items() for w in ws}
-    for lab, bank in prompts.load_yaml("emotion_phrases").items():
-        if lab.startswith("_"):
-            continue
-        for phrase in bank.get("state", []):
-            pairs.add((phrase.lower(), lab))
-    return sorted(pairs, key=lambda p: (-len(p[0]), p[0]))
-
-
 def caption_emotions(caption: str) -> list[str]:
-    """The emotion labels a caption names, in reading order, repeats collapsed.
-
-    Longer phrases win over the words inside them ("a scornful half-smile" is
-    contempt, not a smile).
-    """
-    text = caption.lower()
-    taken = [False] * len(text)
-    hits: list[tuple[int, str]] = []
-    for phrase, lab in _emotion_lexicon():
-        for m in re.finditer(rf"(?<![a-z]){re.escape(phrase)}(?![a-z])", text):
-            if not any(taken[m.start():m.end()]):
-                taken[m.start():m.end()] = [True] * (m.end() - m.start())
-                hits.append((m.start(), lab))
+    """The emotion labels a caption asserts, in reading order, repeats collapsed (the
+    lexicon and negation rules of agent.faithfulness.emotion_mentions)."""
     seq: list[str] = []
-    for _, lab in sorted(hits):
-        if not seq or seq[-1] != lab:
+    for _, lab, negated in faithfulness.emotion_mentions(caption):
+        if not negated and (not seq or seq[-1] != lab):
             seq.append(lab)
     return seq
 
@@ -222,19 +209,24 @@ def order_score(predicted: Sequence[str], truth: Sequence[str]) -> float:
 
 def caption_order_reward(completions: list[Completion],
                          segment_order: Sequence[Sequence[str]] | None = None,
+                         analysis: Sequence[str] | None = None, track_id: Sequence[int] | None = None,
                          **_: Any) -> list[float]:
-    """How well the caption's emotion sequence follows the true segment order.
+    """How well the rendered caption's emotion sequence follows the true segment order.
 
-    Range [0, 1]: |LCS| / max(length) of the caption's emotion sequence
-    (`caption_emotions`) and `segment_order`, consecutive repeats collapsed.
-    0 when there is no caption.
+    Range [0, 1]: |LCS| / max(length) of the emotions the caption names
+    (`caption_emotions`, on the caption agent/render.py writes from the record) and
+    `segment_order`, consecutive repeats collapsed. 0 for an invalid record.
     """
     rows = _need("segment_order", segment_order, len(completions))
     out = []
-    for c, truth in zip(completions, rows, strict=True):
-        e = _parse(completion_text(c))
-        caption = e.caption if e is not None else ""
-        out.append(order_score(caption_emotions(caption), list(truth)) if caption.strip() else 0.0)
+    for d, truth, a, t in zip(_decisions(completions, analysis, track_id), rows, analysis, track_id,
+                              strict=True):
+        if d is None:
+            out.append(0.0)
+            continue
+        an, track, _ = _face(a, t)
+        caption = render.explanation(an, track, d).caption
+        out.append(order_score(caption_emotions(caption), list(truth)))
     return out
 
 

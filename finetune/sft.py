@@ -22,43 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import tools  # noqa: F401  (torchvision workaround before transformers/peft/trl)
+from agent import models
 from finetune import config as C
 from finetune.data import builder
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 CHATML_TRAINING = TEMPLATES / "chatml_training.jinja"
-
-
-def resolve_model(name: str | None) -> str:
-    from agent.backends import resolve_model as _resolve
-
-    return _resolve(name)
-
-
-def is_vlm(model_path: str) -> bool:
-    from transformers import AutoConfig
-
-    cfg = AutoConfig.from_pretrained(model_path)
-    return getattr(cfg, "vision_config", None) is not None
-
-
-def load_model(model_path: str, vlm: bool, dtype: str = "float32"):
-    """Model and processing class (tokenizer, or processor for a VLM)."""
-    import torch
-    from transformers import (
-        AutoModelForCausalLM,
-        AutoModelForImageTextToText,
-        AutoProcessor,
-        AutoTokenizer,
-    )
-
-    torch_dtype = getattr(torch, dtype)
-    if vlm:
-        return (AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch_dtype),
-                AutoProcessor.from_pretrained(model_path))
-    return (AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype),
-            AutoTokenizer.from_pretrained(model_path))
 
 
 def _tokenizer(proc):
@@ -90,12 +59,10 @@ def training_template(proc, rows: list[dict]) -> str | None:
     return str(CHATML_TRAINING)
 
 
-def save_processing(model_path: str, vlm: bool, out: Path) -> None:
+def save_processing(model_path: str, out: Path) -> None:
     """Save the base model's own tokenizer/processor beside an adapter: the training
     template (generation markers) is for masking only, inference uses the original."""
-    from transformers import AutoProcessor, AutoTokenizer
-
-    (AutoProcessor if vlm else AutoTokenizer).from_pretrained(model_path).save_pretrained(str(out))
+    models.load_processor(model_path).save_pretrained(str(out))
     stale = out / "training_args.bin"
     if stale.exists():  # a pickle of the run's arguments: not needed to load the adapter
         stale.unlink()
@@ -106,21 +73,9 @@ def last_checkpoint(out: Path) -> str | None:
     return str(ckpts[-1]) if ckpts else None
 
 
-def teacher_agrees(row: dict) -> bool:
-    """Whether the row's target (the teacher's final answer) concludes the true label."""
-    from agent.schema import ParseError, parse_explanation
-
-    try:
-        return parse_explanation(row["messages"][-1]["content"]).conclusion.label == row["label"]
-    except ParseError:
-        return False
-
-
-def _rows(ds, n: int | None, vlm: bool, keep_correct: bool = False):
-    if keep_correct and "label" in ds.column_names:
-        # Rejection sampling of the teacher (as in STaR / Facial-R1's filtered CoT data):
-        # train only on chains whose conclusion matches the ground truth.
-        ds = ds.filter(teacher_agrees, desc="teacher agrees with the label")
+def _rows(ds, n: int | None, vlm: bool, kinds: list[str] | None = None):
+    if kinds and "kind" in ds.column_names:
+        ds = ds.filter(lambda r: r["kind"] in kinds, desc="row kinds")
     if n is not None:
         ds = ds.select(range(min(int(n), len(ds))))
     keep = ["messages", "images"] if vlm else ["messages"]
@@ -135,19 +90,21 @@ def lora_config(section: dict[str, Any]):
 
 def train(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None = None) -> Path:
     """Run SFT as configured; returns the adapter folder."""
+    models.compat()
     from trl import SFTConfig, SFTTrainer
 
     cfg = C.load(cfg_or_path, overrides)
     out = Path(cfg.get("output_dir", "out/sft"))
-    model_path = resolve_model(cfg.get("model"))
-    vlm = bool(cfg.get("vlm", is_vlm(model_path)))
+    model_path = models.resolve_model(cfg.get("model"))
+    vlm = models.is_vlm(model_path)
     dsd = builder.load(cfg["data"]) if "data" in cfg else None
     if dsd is None:
         raise C.TrainingConfigError("the config needs `data:` (a dataset folder from `facereason train data`)")
-    train_ds = _rows(dsd["train"], cfg.get("max_train_rows"), vlm,
-                     keep_correct=cfg.get("teacher_filter") == "correct")
-    eval_ds = _rows(dsd["test"], cfg.get("max_eval_rows"), vlm) if cfg.get("max_eval_rows") else None
-    model, proc = load_model(model_path, vlm, cfg.get("dtype", "float32"))
+    kinds = cfg.get("kinds")
+    train_ds = _rows(dsd["train"].shuffle(seed=int(cfg.get("shuffle_seed", 0))),
+                     cfg.get("max_train_rows"), vlm, kinds)
+    eval_ds = _rows(dsd["test"], cfg.get("max_eval_rows"), vlm, kinds) if cfg.get("max_eval_rows") else None
+    model, proc = models.load(model_path, dtype=cfg.get("dtype", "float32"))
     section = dict(cfg.get("sft", {}))
     if "chat_template_path" not in section and section.get("assistant_only_loss", True):
         tpl = training_template(proc, list(train_ds))
@@ -163,7 +120,7 @@ def train(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None = N
     result = trainer.train(resume_from_checkpoint=ckpt)
     adapter = out / "adapter"
     trainer.save_model(str(adapter))
-    save_processing(model_path, vlm, adapter)
+    save_processing(model_path, adapter)
     C.write_run_report(out, trainer, t0, stage="sft", model=model_path, train_rows=len(train_ds),
                        train_loss=result.training_loss, resumed_from=ckpt)
     return adapter

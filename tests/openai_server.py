@@ -5,7 +5,8 @@ It speaks the parts of the API the backend uses (`GET /v1/models`, `POST
 and replays the replies it is given, one per request, as a model would. Modes
 simulate failures: "slow" answers after `delay` seconds (a timeout), "garbage"
 sends bytes that are not an OpenAI response, "fail_then_ok" answers HTTP 503
-`failures` times before behaving, "nostream" ignores stream=true.
+`failures` times before behaving, "nostream" ignores stream=true, "no_structured"
+rejects a `response_format` with HTTP 400 as servers without structured output do.
 Every request body is kept in `requests` so tests can check what was sent.
 """
 
@@ -79,6 +80,9 @@ class OpenAITestServer:
                 with server._lock:
                     server.requests.append(req)
                 mode = server.mode
+                if mode == "no_structured" and "response_format" in req:
+                    self._send(400, b'{"error": {"message": "Unsupported parameter: response_format"}}')
+                    return
                 if mode == "slow":
                     time.sleep(server.delay)
                 if mode == "garbage":

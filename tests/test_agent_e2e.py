@@ -1,8 +1,6 @@
-"""End to end with the real SmolLM2-135M-Instruct asset on real media.
-
-Before fine-tuning the base model rarely follows the layout; whatever it does,
-the result must be a valid explanation that says whether it fell back.
-"""
+"""End to end with the shipped reasoner (SmolLM2-135M-Instruct + the project's LoRA) on real
+media. The model must answer: a fallback fails these tests, so they test the model, not the
+rules behind it."""
 
 from __future__ import annotations
 
@@ -11,51 +9,100 @@ import json
 import pytest
 
 from agent import ChatSession, chat, explain
+from agent import evidence as ev
 from agent.faithfulness import check
 from agent.schema import HEADERS, parse_explanation
+from finetune.rewards import caption_emotions
+
+PHOTOS = ["0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg"]
+
+
+def _collapse(labels):
+    out = []
+    for x in labels:
+        if not out or out[-1] != x:
+            out.append(x)
+    return out
+
+
+def _is_subsequence(small, big) -> bool:
+    it = iter(big)
+    return all(x in it for x in small)
+
+
+def _assert_model_answered_faithfully(r):
+    assert r.explanations, r.text
+    for e in r.explanations:
+        assert not e.fallback_used and e.decided_by == "model", e.fallback_reason
+        assert e.unfaithful_claims == [] and e.withheld == [], (e.unfaithful_claims, e.withheld)
+        assert e.unfaithful_claims == check(e, r.analysis)
+        assert e.caption_sentences and all(s.text.rstrip().endswith(".") for s in e.caption_sentences)
+        t = r.analysis.track(e.track_id)
+        segs = _collapse([s.label for s in ev.segments(r.analysis, t)])
+        told = caption_emotions(e.caption)
+        assert _is_subsequence(told, segs + [e.conclusion.label]), (told, segs)
 
 
 @pytest.fixture(scope="module")
 def single(media):
     tokens: list[str] = []
-    r = explain(media("single_face.mp4"), fps=8, on_token=tokens.append, max_new_tokens=160)
+    r = explain(media("single_face.mp4"), fps=8, on_token=tokens.append)
     return r, tokens
 
 
 @pytest.mark.slow
-def test_explain_single_face_with_real_model(single):
+def test_explain_single_face_with_the_shipped_model(single):
     r, tokens = single
-    assert r.backend == "transformers" and r.model.startswith("smollm2-135m")
-    assert len(r.explanations) == len(r.analysis.tracks) >= 1
+    assert r.backend == "transformers" and r.model.startswith("smollm2-135m+facereason")
+    _assert_model_answered_faithfully(r)
     gens = r.stats["generations"]
-    assert gens and all(g["tokens"] > 0 for g in gens)
-    assert tokens and "".join(tokens).strip()  # the model's tokens were streamed
-    for e in r.explanations:
-        if e.fallback_used:
-            assert e.fallback_reason
-        assert e.unfaithful_claims == check(e, r.analysis)
-        assert e.conclusion.label in r.analysis.emotion_labels
+    assert gens and all(g["constrained"] and 0 < g["tokens"] <= 160 for g in gens)
+    assert "".join(tokens).lstrip().startswith("{")  # the record was streamed as it was written
+    (e,) = r.explanations
+    assert e.conclusion.label == "happiness"
     for h in HEADERS:
         assert h in r.text
-    reparsed = parse_explanation(r.text, r.analysis.emotion_labels)
-    assert reparsed.conclusion.label == r.explanations[0].conclusion.label
-    for key in ("perception_s", "model_load_s", "generation_s", "total_s", "tokens_per_s"):
+    assert parse_explanation(r.text, r.analysis.emotion_labels).conclusion.label == "happiness"
+    for key in ("perception_s", "model_load_s", "generation_s", "total_s", "first_token_s"):
         assert r.timings[key] >= 0
 
 
 @pytest.mark.slow
-def test_chat_follow_ups_with_real_model(single):
+def test_the_crying_comes_before_the_laughter(media):
+    r = explain(media("WolfgangLanger_Pexels.mp4"), fps=8)
+    _assert_model_answered_faithfully(r)
+    told = caption_emotions(r.explanations[0].caption)
+    assert "sadness" in told and "happiness" in told
+    assert told.index("sadness") < told.index("happiness")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PHOTOS)
+def test_posed_photos(media, name):
+    _assert_model_answered_faithfully(explain(media(name)))
+
+
+@pytest.mark.slow
+def test_chat_answers_with_the_moment(single):
     r, _ = single
     s = ChatSession.start(r)
     t = r.analysis.tracks[0]
-    moment = round((t.start + t.end) / 2, 1)
-    a = chat(s, f"what happens at second {moment}?")
-    assert a.tool_calls and a.tool_calls[0]["name"] == "time_window"
-    assert a.frame_time is not None and t.start <= a.frame_time <= t.end
-    assert moment in a.cited_times or a.fallback_used
-    assert a.unfaithful_claims == []
-    b = chat(s, "is he really smiling?")
-    assert b.text.strip() and len(s.history) == 4
+    a = chat(s, "What happens at second 2?")
+    assert not a.fallback_used, a.fallback_reason
+    assert a.frame_time is not None and abs(a.frame_time - 2.0) <= 0.5
+    assert "AU" in a.text and a.withheld == []
+    b = chat(s, "When does he start smiling?")
+    assert not b.fallback_used, b.fallback_reason
+    smile = next(x for x in t.segments if x.label == "happiness")
+    assert b.cited_times and abs(b.cited_times[0] - smile.start) <= 0.5, b.text
+    assert len(s.history) == 2
+
+
+@pytest.mark.slow
+def test_a_question_is_answered_in_the_explanation(media):
+    r = explain(media("single_face.mp4"), fps=8, question="Is he really smiling at 2 s?")
+    (e,) = r.explanations
+    assert e.answer and "2.0 s" in e.answer and "**Answer:**" in r.text
 
 
 @pytest.mark.slow
@@ -65,16 +112,17 @@ def test_no_face_video_is_a_message(media):
 
 
 @pytest.mark.slow
-def test_cli_explain_real_image(media, tmp_path, capsys):
+def test_cli_explain_real_image_with_subtitles(media, tmp_path, capsys):
     from agent.cli import main
 
-    out = tmp_path / "e.json"
-    assert main(["explain", str(media("single_face.jpg")), "--json", str(out)]) == 0
+    out, srt = tmp_path / "e.json", tmp_path / "e.srt"
+    assert main(["explain", str(media("single_face.jpg")), "--json", str(out), "--srt", str(srt)]) == 0
     printed = capsys.readouterr()
     assert "**Conclusion:**" in printed.out
     data = json.loads(out.read_text())
     assert data["explanations"] and data["analysis"]["source"]["kind"] == "image"
-    assert data["explanations"][0]["caption"]
+    assert data["explanations"][0]["caption_sentences"]
+    assert " --> " in srt.read_text()
 
 
 def test_missing_file_is_a_clear_error(capsys):
@@ -88,14 +136,15 @@ def test_missing_file_is_a_clear_error(capsys):
 @pytest.mark.slow
 def test_peft_adapter_loads_on_the_default_model(tmp_path, monkeypatch):
     # A freshly initialised LoRA (B = 0) leaves outputs unchanged but exercises the
-    # whole adapter path: save, resolve, PeftModel.from_pretrained, generate.
-    from tools.torchvision_compat import ensure
+    # whole adapter path: save, resolve, load, merge, generate.
+    from agent.models import compat
 
-    ensure()
-    from peft import LoraConfig, PeftModel, get_peft_model
+    compat()
+    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from agent.backends import BackendError, TransformersBackend, resolve_adapter
+    from agent.backends import TransformersBackend
+    from agent.models import ModelError, resolve_adapter
     from tools import assets
 
     base = AutoModelForCausalLM.from_pretrained(assets.model_dir())
@@ -103,7 +152,7 @@ def test_peft_adapter_loads_on_the_default_model(tmp_path, monkeypatch):
     adapter = tmp_path / "facereason-smollm2-lora"
     lora.save_pretrained(adapter)
     be = TransformersBackend.load(None, adapter=adapter)
-    assert isinstance(be.model, PeftModel) and be.model_id.endswith("+facereason-smollm2-lora")
+    assert be.model_id.endswith("+facereason-smollm2-lora")
     msgs = [{"role": "user", "content": "Say hello."}]
     g = be.generate(msgs, max_new_tokens=6)
     plain = TransformersBackend.load(None, adapter="none").generate(msgs, max_new_tokens=6)
@@ -111,5 +160,5 @@ def test_peft_adapter_loads_on_the_default_model(tmp_path, monkeypatch):
     # The default-adapter hook: $FACEREASON_ADAPTER, and a clear error for a wrong folder.
     monkeypatch.setenv("FACEREASON_ADAPTER", str(adapter))
     assert resolve_adapter(None, None) == str(adapter)
-    with pytest.raises(BackendError, match="not a PEFT adapter"):
+    with pytest.raises(ModelError, match="not a PEFT adapter"):
         resolve_adapter(None, tmp_path)

@@ -1,8 +1,9 @@
-"""The agent graph's routing on crafted model outputs: tool rounds, one repair, fallback.
+"""The agent loop's routing on crafted model replies: tool rounds, one repair, fallback, batching.
 
-`ScriptedBackend` replays crafted assistant turns (the issue's "crafted model
-outputs") through the real graph, toolbox, parser and faithfulness check; the
-real models run in test_agent_e2e.py, test_agent_openai.py and test_agent_vlm.py.
+`ScriptedBackend` replays crafted replies (the issue's "crafted model outputs")
+through the real graph, toolbox, record parser, renderer and faithfulness check;
+the real models run in test_agent_backends.py, test_agent_e2e.py,
+test_agent_openai.py and test_agent_vlm.py.
 """
 
 from __future__ import annotations
@@ -11,13 +12,18 @@ import json
 
 from agent_synthetic import make_analysis, no_face_analysis
 
-from agent import engine, explain
+from agent import ChatSession, chat, engine, explain
+from agent import evidence as ev
 from agent.backends import Backend, BackendError, Generation
-from agent.graph import MAX_TOOL_ROUNDS, format_gate
+from agent.decision import Decision
+from agent.graph import MAX_TOOL_ROUNDS
 
 A = make_analysis(faces=1)
-GOOD = engine.explain_track(A, A.tracks[0], seed=5).to_text()
-CALL = '<tool_call>\n{"name": "time_window", "arguments": {"start": 2.5, "end": 3.5}}\n</tool_call>'
+F0 = ev.facts(A, A.track(0))
+SMILE_IDS = [i for i, e in F0.events.items() if e.au in ("AU06", "AU12")]
+GOOD = Decision(label="happiness", conf=0.8, cite=SMILE_IDS, arc=["S1", "S2"], alt=None, why=[],
+                note="").to_json()
+CALL = json.dumps({"tool": "moment", "args": {"t": 3}})
 
 
 class ScriptedBackend(Backend):
@@ -26,34 +32,40 @@ class ScriptedBackend(Backend):
 
     def __init__(self, replies: list[str | Exception]):
         self.replies = list(replies)
-        self.seen: list[list[dict]] = []
+        self.batches: list[list] = []  # the requests of every generate_batch call
 
-    def generate(self, messages, *, tools=None, images=None, max_new_tokens=512, on_token=None,
-                 stop_check=None, temperature=0.0, seed=0) -> Generation:
-        self.seen.append([dict(m) for m in messages])
-        reply = self.replies.pop(0)
-        if isinstance(reply, Exception):
-            raise reply
-        text, stopped = "", False
-        for word in reply.split(" "):  # stream word by word through the same gate
-            piece = word if not text else " " + word
-            text += piece
-            if on_token:
-                on_token(piece)
-            if stop_check and stop_check(text):
-                stopped = True
-                break
-        return Generation(text=text, n_tokens=len(text.split()), seconds=0.01, stopped_early=stopped)
+    @property
+    def seen(self) -> list[list[dict]]:
+        return [r.messages for batch in self.batches for r in batch]
+
+    def generate_batch(self, requests, *, temperature=0.0, seed=0) -> list[Generation]:
+        self.batches.append(list(requests))
+        out = []
+        for req in requests:
+            reply = self.replies.pop(0)
+            if isinstance(reply, Exception):
+                raise reply
+            if req.on_token:
+                for k in range(0, len(reply), 7):
+                    req.on_token(reply[k:k + 7])
+            out.append(Generation(text=reply, n_tokens=len(reply) // 4, seconds=0.01,
+                                  constrained=req.schema is not None))
+        return out
 
 
-def test_direct_answer():
+def test_a_valid_record_is_rendered_as_the_models_explanation():
     be = ScriptedBackend([GOOD])
     r = explain(A, backend=be)
     (e,) = r.explanations
-    assert not e.fallback_used and e.unfaithful_claims == []
-    assert e.conclusion.label == "happiness"
-    assert {x.label for x in e.evidence if x.kind == "event"} <= {o.au for o in e.key_observations}
+    assert not e.fallback_used and e.decided_by == "model" and e.unfaithful_claims == []
+    assert e.conclusion.label == "happiness" and e.decision["cite"] == SMILE_IDS
+    assert {o.au for o in e.key_observations} == {"AU06", "AU12"}
     assert r.stats["turns"] == 1 and r.text.startswith("**Key Observations:**")
+    (req,) = be.batches[0]
+    # The schema allows this face's record or a tool request, with this face's ids.
+    final, tools = req.schema["anyOf"]
+    assert final["properties"]["cite"]["items"]["enum"] == list(F0.events)
+    assert {o["properties"]["tool"]["const"] for o in tools["anyOf"]} >= {"moment", "list_events"}
 
 
 def test_tool_round_feeds_result_back():
@@ -61,53 +73,37 @@ def test_tool_round_feeds_result_back():
     r = explain(A, backend=be)
     assert not r.explanations[0].fallback_used
     (call,) = r.stats["tool_calls"]
-    assert call["name"] == "time_window" and "AU12" in call["result"]["aus_present"]
+    assert call["name"] == "moment" and call["result"]["id"] == "W1"
+    assert "AU12" in call["result"]["aus_present"]
     tool_msg = be.seen[1][-1]
     assert tool_msg["role"] == "tool" and json.loads(tool_msg["content"]) == call["result"]
 
 
-def test_malformed_call_gets_one_repair():
-    be = ScriptedBackend(['<tool_call>{"name": "time_window", "arguments": {"start": 2.5,</tool_call>', GOOD])
+def test_an_invalid_record_gets_one_repair():
+    bad = GOOD.replace(SMILE_IDS[0], "E99")
+    be = ScriptedBackend([bad, GOOD])
     r = explain(A, backend=be)
     assert not r.explanations[0].fallback_used
     repair = be.seen[1][-1]
-    assert repair["role"] == "user" and "malformed tool call" in repair["content"]
+    assert repair["role"] == "user" and "E99" in repair["content"]
 
 
 def test_two_failures_fall_back_to_engine():
-    be = ScriptedBackend(["The expression of face 0 is a mix of emotions and stimuli " * 5,
-                          "<tool_call>{oops}</tool_call>"])
+    be = ScriptedBackend(["The expression of face 0 is a mix of emotions.", '{"label": "joy"}'])
     r = explain(A, backend=be, seed=2)
     (e,) = r.explanations
-    assert e.fallback_used and "malformed tool call" in e.fallback_reason
-    assert e.model_copy(update={"fallback_used": False, "fallback_reason": None}) == \
-        engine.explain_track(A, A.tracks[0], seed=2)
+    assert e.fallback_used and e.decided_by == "engine" and e.fallback_reason
+    assert e.decision == engine.decide(A, A.tracks[0]).model_dump()
     assert len(be.seen) == 2  # one try, one repair, no more
 
 
-def test_off_format_turn_is_cut_short():
-    be = ScriptedBackend(["I think the person is happy because they smile a lot and it shows " * 20, GOOD])
-    r = explain(A, backend=be)
-    first = r.stats["generations"][0]
-    assert first["stopped_early"] and first["tokens"] < 20
-    assert not r.explanations[0].fallback_used
-
-
-def test_unfaithful_answer_is_flagged_not_replaced():
-    bad = GOOD.replace("**Key Observations:**",
-                       "**Key Observations:**\n- AU04 (brow lowerer), intensity 3.0, 1.0-2.0 s: suggests anger.")
-    r = explain(A, backend=ScriptedBackend([bad]))
-    (e,) = r.explanations
-    assert not e.fallback_used
-    assert any("AU04" in c for c in e.unfaithful_claims)
-    assert r.unfaithful_count == len(e.unfaithful_claims)
-
-
 def test_tool_rounds_are_bounded():
-    be = ScriptedBackend([CALL] * (MAX_TOOL_ROUNDS + 1) + [GOOD])
+    be = ScriptedBackend([CALL] * MAX_TOOL_ROUNDS + [GOOD])
     r = explain(A, backend=be)
     assert len(r.stats["tool_calls"]) == MAX_TOOL_ROUNDS
-    assert not r.explanations[0].fallback_used  # answered after the "answer now" repair
+    last = be.batches[-1][0].schema
+    assert "anyOf" not in last  # no tool left to ask for: only the final record is allowed
+    assert not r.explanations[0].fallback_used
 
 
 def test_backend_error_falls_back():
@@ -116,13 +112,27 @@ def test_backend_error_falls_back():
     assert e.fallback_used and "timed out" in e.fallback_reason
 
 
-def test_two_faces_one_explanation_each():
+def test_faces_are_decided_in_one_batch():
     a = make_analysis(faces=2)
-    good1 = engine.explain_track(a, a.tracks[1], seed=1).to_text()
-    r = explain(a, backend=ScriptedBackend([GOOD, good1]))
+    f1 = ev.facts(a, a.track(1))
+    surprise = Decision(label="surprise", conf=0.7, cite=list(f1.events)[:2], arc=["S2"]).to_json()
+    be = ScriptedBackend([GOOD, surprise])
+    r = explain(a, backend=be)
+    assert len(be.batches) == 1 and len(be.batches[0]) == 2
     assert [e.track_id for e in r.explanations] == [0, 1]
     assert r.explanations[1].conclusion.label == "surprise"
     assert "### Face 0" in r.text and "### Face 1" in r.text
+
+
+def test_a_question_is_answered_in_its_own_line():
+    answer = json.dumps({"ref": ["S2"], "label": "happiness", "note": ""})
+    be = ScriptedBackend([GOOD, answer])
+    r = explain(A, backend=be, question="When does the smile start?")
+    (e,) = r.explanations
+    assert e.answer.startswith("From 2.0 to 6.0 s the person shows")
+    text = r.text
+    assert text.index("**Conclusion:**") < text.index("**Answer:**") < text.index("**Caption:**")
+    assert "When does the smile start?" in be.seen[1][1]["content"]
 
 
 def test_no_face_is_a_result():
@@ -130,21 +140,22 @@ def test_no_face_is_a_result():
     assert r.explanations == [] and "No face" in r.text and r.message
 
 
-def test_format_gate():
-    assert not format_gate("**Key Observations:**\n- AU12 (lip corner puller) " * 3)
-    assert format_gate("The expression of face 0 is a mix of emotions, truly a mix.")
-    assert not format_gate("<tool_call>\n{\"name\": \"time_window\", ")
-    assert format_gate(CALL)
+def test_chat_names_the_moment_the_model_looked_at():
+    be = ScriptedBackend([GOOD, CALL, json.dumps({"ref": ["W1"], "label": "happiness",
+                                                  "note": "The person is smiling there."})])
+    s = ChatSession.start(explain(A, backend=be), backend=be)
+    ans = chat(s, "What happens at second 3?")
+    assert not ans.fallback_used and ans.record["ref"] == ["W1"]
+    assert ans.text.startswith("The person is smiling there. At 3.0 s (2.5-3.5 s)")
+    assert ans.frame_time == 3.0 and ans.tool_calls[0]["name"] == "moment"
+    # The earlier decision and question go into the next turn's prompt.
+    assert '"label":"happiness"' in be.seen[1][1]["content"]
 
 
-def test_chat_replaces_echoed_tool_markup_with_a_grounded_answer():
-    """A small model sometimes parrots the tool result back; the user must get prose."""
-    from agent import ChatSession, chat
-
-    echo = '<tool_response> {"name": "time_window", "arguments": {"start": 2.5, "end": 3.5}}'
-    be = ScriptedBackend([GOOD, echo])
+def test_chat_without_a_usable_reply_answers_from_the_rules():
+    be = ScriptedBackend([GOOD, "{not json", "still not json"])
     s = ChatSession.start(explain(A, backend=be), backend=be)
     ans = chat(s, "what happens at second 3?")
-    assert ans.fallback_used and "<tool" not in ans.text and not ans.text.lstrip().startswith("{")
-    assert ans.tool_calls and ans.tool_calls[0]["name"] == "time_window"
+    assert ans.fallback_used and ans.fallback_reason
+    assert ans.text.startswith("At 3.0 s") and not ans.text.lstrip().startswith("{")
     assert any(abs(t - 3.0) <= 0.5 for t in ans.cited_times)

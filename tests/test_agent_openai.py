@@ -10,11 +10,15 @@ import pytest
 from agent_synthetic import make_analysis
 from openai_server import OpenAITestServer
 
-from agent import ChatSession, chat, engine, explain
+from agent import ChatSession, chat, explain
+from agent import evidence as ev
 from agent.backends import BackendError, OpenAIBackend
+from agent.decision import Decision
 
 A = make_analysis(faces=1)
-GOOD = engine.explain_track(A, A.tracks[0], seed=7).to_text()
+F0 = ev.facts(A, A.track(0))
+GOOD = Decision(label="happiness", conf=0.8, cite=[i for i, e in F0.events.items() if e.au == "AU12"],
+                arc=["S1", "S2"]).to_json()
 MSGS = [{"role": "user", "content": "hi"}]
 
 
@@ -28,37 +32,40 @@ def test_streaming_tokens_arrive_in_pieces():
         assert len(pieces) > 10 and g.ttft is not None and g.ttft <= g.seconds
         req = srv.requests[0]
         assert req["stream"] is True and req["max_tokens"] == 77 and req["model"] == "test-model"
-        assert "tools" not in req  # text tool format by default
+        assert "response_format" not in req  # no schema asked for, none sent
 
 
-def test_explain_through_server_with_text_tool_call():
-    call = '<tool_call>\n{"name": "list_events", "arguments": {"au": "AU12"}}\n</tool_call>'
+def test_the_record_schema_goes_out_as_structured_output():
+    call = json.dumps({"tool": "list_events", "args": {"au": "AU12"}})
     with OpenAITestServer([call, GOOD]) as srv:
         r = explain(A, backend="openai", base_url=srv.base_url, model="served-name")
         (e,) = r.explanations
         assert not e.fallback_used and e.unfaithful_claims == []
         assert r.backend == "openai" and r.model == "served-name"
         assert r.stats["tool_calls"][0]["result"]["events"][0]["au"] == "AU12"
-        # The tool result went back as a user turn wrapped in <tool_response>.
-        last = srv.requests[1]["messages"][-1]
-        assert last["role"] == "user" and last["content"].startswith("<tool_response>")
-        assert "<tools>" in srv.requests[0]["messages"][0]["content"]
-
-
-def test_native_structured_tool_calls():
-    structured = {"tool_calls": [{"id": "c7", "type": "function", "function": {
-        "name": "time_window", "arguments": json.dumps({"start": 2.5, "end": 3.5})}}]}
-    with OpenAITestServer([structured, GOOD]) as srv:
-        be = OpenAIBackend(base_url=srv.base_url, native_tools=True)
-        r = explain(A, backend=be)
-        assert not r.explanations[0].fallback_used
-        assert r.stats["tool_calls"][0]["name"] == "time_window"
         first, second = srv.requests
-        assert [t["function"]["name"] for t in first["tools"]][0] == "time_window"
-        assert "<tools>" not in first["messages"][0]["content"]
-        tool_msg = second["messages"][-1]
-        assert tool_msg["role"] == "tool" and tool_msg["tool_call_id"] == "c7"
-        assert second["messages"][-2]["tool_calls"][0]["id"] == "c7"
+        fmt = first["response_format"]
+        assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
+        decision, tools = fmt["json_schema"]["schema"]["anyOf"]
+        assert decision["properties"]["arc"]["items"]["enum"] == list(F0.segments)
+        # The tool result went back as a user turn wrapped in <tool_response>.
+        last = second["messages"][-1]
+        assert last["role"] == "user" and last["content"].startswith("<tool_response>")
+        assert all(g["constrained"] for g in r.stats["generations"])
+
+
+def test_a_server_without_structured_output_gets_the_schema_in_the_prompt():
+    with OpenAITestServer(["The face smiles.", GOOD], mode="no_structured") as srv:
+        be = OpenAIBackend(base_url=srv.base_url, model="m")
+        r = explain(A, backend=be)
+        (e,) = r.explanations
+        assert not e.fallback_used  # the first, unusable reply got one repair
+        assert be.structured is False
+        refused, *later = srv.requests
+        assert "response_format" in refused and not any("response_format" in q for q in later)
+        assert "follows this JSON schema" in later[0]["messages"][0]["content"]
+        assert "could not be used" in later[1]["messages"][-1]["content"]
+        assert not any(g["constrained"] for g in r.stats["generations"])
 
 
 def test_retries_then_succeeds():
@@ -115,21 +122,23 @@ def test_unreachable_server_and_missing_url(monkeypatch):
         OpenAIBackend(base_url=url, model="m", retries=0).generate(MSGS)
 
 
-def test_chat_through_server_is_grounded():
-    with OpenAITestServer(["At 3 s face 0 smiles: AU12 and AU06 are active.",
-                           "At 3 s face 0 shows AU04, a frown."]) as srv:
+def test_chat_through_server():
+    call = json.dumps({"tool": "moment", "args": {"t": 3}})
+    answer = json.dumps({"ref": ["W1"], "label": "happiness", "note": "The person is smiling there."})
+    unfaithful = json.dumps({"ref": ["W1"], "label": "anger", "note": "AU04 shows a frown."})
+    with OpenAITestServer([call, answer, call, unfaithful]) as srv:
         s = ChatSession.start(A, backend="openai", base_url=srv.base_url)
         a1 = chat(s, "what happens at second 3?")
         assert not a1.fallback_used and a1.cited_times == [3.0] and a1.frame_time == 3.0
-        assert a1.tool_calls[0]["name"] == "time_window"  # looked before answering
-        # The model was shown that window's numbers.
-        sent = srv.requests[0]["messages"]
-        assert any("<tool_response>" in m["content"] and "AU12" in m["content"] for m in sent)
+        assert a1.text.startswith("The person is smiling there. At 3.0 s")
+        # The model was shown that moment's numbers before it answered.
+        sent = srv.requests[1]["messages"]
+        assert sent[-1]["content"].startswith("<tool_response>") and "AU12" in sent[-1]["content"]
         a2 = chat(s, "and is there a frown at 3 s?")
-        # AU04 was never measured: the answer is replaced by one written from the tools.
-        assert a2.fallback_used and "AU04" not in a2.text and "AU12" in a2.text
-        assert len(s.history) == 4
-        assert srv.requests[1]["messages"][2]["content"] == "what happens at second 3?"
+        # AU04 was never measured: the model's sentence is withheld, the measured facts remain.
+        assert a2.withheld and "AU04" not in a2.text and "AU12" in a2.text
+        assert len(s.history) == 2
+        assert "Previous question: what happens at second 3?" in srv.requests[2]["messages"][1]["content"]
 
 
 def test_cli_explain_with_openai_backend(tmp_path, capsys, media):

@@ -1,11 +1,13 @@
 """The VLM path: a tiny randomly initialised Qwen2-VL, built offline and saved to disk,
-is loaded by the transformers backend from its folder and receives key frames of a
-real video through the graph.
+is loaded by the transformers backend from its folder, receives key frames of a
+real video through the agent loop, and decodes under the same JSON-schema
+constraint as the text model.
 
 No VLM checkpoint is available offline (ASSETS.md), so the architecture is real and
-the weights are random: its text is noise, and the graph must fall back and say so.
-The tokenizer is a byte-level BPE trained in memory; the chat template is trl's
-Qwen2.5-VL one (ENVIRONMENT.md).
+the weights are random: what it decides is noise, but the constraint makes it a
+valid record of this face (ids that exist, a label from the set), which is what
+this test checks. The tokenizer is a byte-level BPE trained in memory; the chat
+template is trl's Qwen2.5-VL one (ENVIRONMENT.md).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-CORPUS = ["Key Observations AU12 lip corner puller intensity happiness neutral surprise caption "
-          "At the beginning As the video progresses Towards the end"] * 20
+CORPUS = ['{"label":"happiness","conf":0.8,"cite":["E1","E12"],"arc":["S1","S2"],"alt":null,'
+          '"why":[],"note":"","tool":"moment","args":{"t":2.5}} neutral surprise sadness AU12'] * 20
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
            "<|image_pad|>", "<|video_pad|>"]
 
@@ -69,22 +71,30 @@ def tiny_vlm(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_vlm_receives_key_frames_through_the_graph(tiny_vlm, analyses, media):
+def test_vlm_receives_key_frames_and_decodes_a_valid_record(tiny_vlm, analyses, media):
+    from agent import evidence as ev
     from agent import explain
     from agent.backends import TransformersBackend
+    from agent.decision import decision_schema, parse_decision
     from agent.graph import KEY_FRAMES
 
     be = TransformersBackend.load(tiny_vlm)
     assert be.is_vlm
     a = analyses("single_face.mp4", fps=8)
     n_segments = len(a.tracks[0].segments) or 1
-    r = explain(media("single_face.mp4"), backend=be, fps=8, max_new_tokens=24)
+    r = explain(media("single_face.mp4"), backend=be, fps=8, max_new_tokens=400)
     (e,) = r.explanations
     gens = r.stats["generations"]
-    assert gens and all(g["images"] == min(n_segments, KEY_FRAMES) for g in gens)
+    assert gens and all(g["images"] == min(n_segments, KEY_FRAMES) and g["constrained"] for g in gens)
     # Image placeholder tokens expand to patches: far more prompt tokens than text alone.
     text_only = be.generate([{"role": "user", "content": "x"}], max_new_tokens=1)
     assert gens[0]["prompt_tokens"] > text_only.prompt_tokens + 16 * gens[0]["images"]
-    # A random model writes noise: the explanation is still valid, and says it fell back.
-    assert e.fallback_used and e.fallback_reason
+    # Random weights, constrained decoding: the record is valid for this face.
+    assert not e.fallback_used and e.decided_by == "model"
+    f = ev.facts(r.analysis, r.analysis.track(e.track_id))
+    assert parse_decision(e.decision, f, r.analysis.emotion_labels)
     assert e.conclusion.label in a.emotion_labels and e.caption.startswith("At the beginning")
+    # The same constraint on a bare request, without the agent.
+    g = be.generate([{"role": "user", "content": "decide"}],
+                    schema=decision_schema(f, r.analysis.emotion_labels), max_new_tokens=400)
+    assert parse_decision(g.text, f, r.analysis.emotion_labels)

@@ -166,6 +166,20 @@ def test_streaming_sends_progress_then_tokens_then_the_result(api, media):
     _wait_idle(state, tmp)
 
 
+@pytest.mark.slow
+def test_chat_answers_about_the_moment_asked(api, media):
+    c, state, tmp = api
+    r = c.post("/v1/explain-expression", files=_upload(media("single_face.mp4")), data={"fps": "8"})
+    sid = r.json()["session_id"]
+    a = c.post("/v1/chat", json={"session_id": sid, "question": "What happens at 2 s?"})
+    assert a.status_code == 200, a.text
+    body = a.json()
+    assert body["frame_time"] is not None and abs(body["frame_time"] - 2.0) <= 0.5
+    assert body["record"] is not None and not body["fallback_used"]  # the model answered
+    assert "2.0 s" in body["text"]
+    _wait_idle(state, tmp)
+
+
 def test_chat_needs_a_known_session(api):
     c, _, _ = api
     r = c.post("/v1/chat", json={"session_id": "0" * 32, "question": "what happens at 1 s?"})

@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.schema import parse_explanation
 from finetune.data import builder, synthetic
-from finetune.rewards import format_reward
 
 
 @pytest.mark.parametrize("kind,label,must", [
@@ -59,21 +57,67 @@ def test_deterministic_and_measured_by_the_real_estimator():
 
 
 def test_conversations_and_split():
-    dsd = builder.synthetic_dataset(12, seed=3, test_share=0.3, tool_share=0.5)
+    from agent import evidence as ev
+    from agent.decision import parse_answer, parse_decision
+    from agent.graph import answer_messages, decide_messages
+    from tools.analysis import Analysis
+
+    dsd = builder.synthetic_dataset(12, seed=3, test_share=0.3, tool_share=0.5, question_share=1.0)
     train, test = dsd["train"], dsd["test"]
-    assert len(train) + len(test) >= 12
     assert not set(train["identity"]) & set(test["identity"])
     rows = list(train) + list(test)
-    assert any(len(r["messages"]) == 5 for r in rows)  # some rows carry a tool call + response
+    assert {r["kind"] for r in rows} == {"decide", "answer"}
+    assert any(len(r["messages"]) == 5 for r in rows)  # some rows carry a tool request + result
     for r in rows:
         msgs = r["messages"]
+        a = Analysis.from_json(r["analysis"])
+        f = ev.facts(a, a.track(r["track_id"]))
         assert [m["role"] for m in msgs[:2]] == ["system", "user"] and msgs[-1]["role"] == "assistant"
         assert r["prompt"] == msgs[:-1]
-        target = msgs[-1]["content"]
-        e = parse_explanation(target)
-        assert e.conclusion.label in synthetic.EMOTIONS
-        assert format_reward([target]) == [1.0]
-        # The teacher cites only what was measured.
-        assert {o.au for o in e.key_observations} <= set(r["observed_aus"])
+        if r["kind"] == "decide":
+            # Training opens exactly as the agent does, and the target is a valid record of this face.
+            assert msgs[:2] == decide_messages(a, r["track_id"])
+            d = parse_decision(msgs[-1]["content"], f, a.emotion_labels)
+            assert d.label == r["label"]  # the truth, not the rules
+            assert {f.events[i].au for i in d.cite} <= set(r["aus"])
+        else:
+            assert msgs[0] == answer_messages(a, r["track_id"], "?", None)[0]
+            refs = [*f.segments, *f.events, "W1", "C1"]
+            parse_answer(msgs[-1]["content"], refs, a.emotion_labels)
         if len(msgs) == 5:
-            assert msgs[2]["content"].startswith("<tool_call>") and "<tool_response>" in msgs[3]["content"]
+            assert msgs[2]["content"].startswith('{"tool":') and "<tool_response>" in msgs[3]["content"]
+
+
+def test_targets_override_the_rules_where_they_are_wrong():
+    """On a fear face the rules read as surprise, the target says fear, rules out surprise,
+    and names the events that tell them apart."""
+    from agent import engine
+    from agent import evidence as ev
+    from finetune.data import targets
+
+    for seed in range(40, 80):
+        a, (ex,) = synthetic.make_clip(seed, scenario="fear_vs_surprise")
+        t = a.track(ex.track_id)
+        if engine.conclude(a, t).label == "surprise":
+            break
+    else:
+        pytest.fail("the rules read no fear face as surprise")
+    d = targets.truth_decision(a, ex.track_id, label=ex.label, aus=ex.aus,
+                               segment_order=ex.segment_order, scenario=ex.scenario, seed=seed)
+    f = ev.facts(a, t)
+    assert d.label == "fear" and d.alt == "surprise"
+    assert d.why and all(f.events[i].au not in {"AU01", "AU02", "AU05", "AU26"} for i in d.why)
+    assert d.note == "" or "fear" in d.note
+
+
+def test_the_arc_follows_the_true_order():
+    from agent import evidence as ev
+    from finetune.data import targets
+
+    a, (ex, *_) = synthetic.make_clip(31, scenario="sequence")
+    f = ev.facts(a, a.track(ex.track_id))
+    arc = targets.arc_for(f, ex.segment_order)
+    told = [f.segments[i].label for i in arc]
+    # A subsequence of the truth, in its order.
+    it = iter(ex.segment_order)
+    assert all(lab in it for lab in told) and told

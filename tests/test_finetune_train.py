@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from agent import models
 from finetune import config as C
 from finetune import grpo, recipe, sft
 from finetune.data import builder
@@ -76,7 +77,7 @@ def test_adapter_changes_outputs_and_merge_matches(smoke, tmp_path):
 
     root, _, result = smoke
     adapter = Path(result["outputs"]["sft"])
-    base_path = sft.resolve_model(None)
+    base_path = models.resolve_model(None)
     tok = AutoTokenizer.from_pretrained(base_path)
     ids = tok("Key Observations: AU12 at 2.0 s", return_tensors="pt")
     base = AutoModelForCausalLM.from_pretrained(base_path)
@@ -126,7 +127,7 @@ def test_combined_adapter_equals_both_applied(smoke, tmp_path):
 
     _, _, result = smoke
     first, second = Path(result["outputs"]["sft"]), Path(result["outputs"]["grpo"])
-    base_path = sft.resolve_model(None)
+    base_path = models.resolve_model(None)
     both = grpo.combine_adapters(base_path, first, second, tmp_path / "combined")
     ids = torch.tensor([[1, 400, 2000, 30, 7]])
     m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), str(first)).merge_and_unload()
@@ -149,11 +150,11 @@ def test_vlm_sft_and_grpo_on_tiny_qwen2_vl(tmp_path, media):
     rows = []
     for seed in (1, 2):
         a, exs = synthetic.make_clip(seed, scenario="single")
-        r = builder.record(a, exs[0].track_id, id=exs[0].id, source="synthetic", clip_id=exs[0].clip_id,
-                           identity=exs[0].identity, label=exs[0].label, aus=exs[0].aus,
-                           segment_order=exs[0].segment_order)
+        (r,) = builder.records(a, exs[0].track_id, id=exs[0].id, source="synthetic",
+                               clip_id=exs[0].clip_id, identity=exs[0].identity, label=exs[0].label,
+                               aus=exs[0].aus, segment_order=exs[0].segment_order, questions=0)
         rows.append(builder.with_key_frames(r, [img]))
-    keep = ["messages", "images", "label", "aus", "observed_aus", "segment_order"]
+    keep = ["messages", "images", "kind", "label", "aus", "segment_order", "analysis", "track_id"]
     ds = Dataset.from_list([{k: r[k] for k in keep} | {"prompt": r["messages"][:2]} for r in rows])
     DatasetDict(train=ds, test=ds).save_to_disk(str(tmp_path / "data"))
     adapter = sft.train({"model": str(model), "data": str(tmp_path / "data"), "output_dir": str(tmp_path / "sft"),
@@ -172,7 +173,7 @@ def test_vlm_sft_and_grpo_on_tiny_qwen2_vl(tmp_path, media):
 def test_training_template_renders_identically_and_masks_assistant_turns():
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(sft.resolve_model(None))
+    tok = AutoTokenizer.from_pretrained(models.resolve_model(None))
     rows = list(builder.synthetic_dataset(3, seed=5, test_share=0.0, tool_share=1.0)["train"])
     path = sft.training_template(tok, rows)
     assert path == str(sft.CHATML_TRAINING)
@@ -211,20 +212,21 @@ def test_cli_builds_a_synthetic_dataset(tmp_path, capsys):
     assert "no training config" in capsys.readouterr().err
 
 
-def test_grpo_prompts_mix_in_the_teachers_failures():
-    """`teacher_wrong_share` gives GRPO the rows SFT's teacher filter threw away, spread out."""
-    ds = builder.synthetic_dataset(16, seed=3, test_share=0.0)["train"]
-    wrong = {r["id"] for r in ds if not sft.teacher_agrees(r)}
-    assert 2 <= len(wrong) < len(ds)  # the generator's confusers fool the engine on some faces
-    picked = grpo._mix_teacher_failures(ds, 0.5, 4)
+def test_grpo_prompts_mix_in_faces_the_rules_read_wrong():
+    """`override_share` fills part of GRPO's prompts with faces whose rule-based reading (shown
+    in the prompt) is wrong, spread out: there only the reward can teach the override."""
+    ds = builder.synthetic_dataset(16, seed=3, test_share=0.0, question_share=0.0)["train"]
+    wrong = {r["id"] for r in ds if grpo.rule_is_wrong(r)}
+    assert 2 <= len(wrong) < len(ds)  # the generator's confusers fool the rules on some faces
+    picked = grpo._mix_overrides(ds, 0.5, 4)
     flags = [r["id"] in wrong for r in picked]
     assert len(picked) == 4 and sum(flags) == 2
     assert flags != sorted(flags) and flags != sorted(flags, reverse=True)  # interleaved
     prompts = grpo._prompts(ds, 4, False, 0.5)
     assert set(prompts.column_names) == set(grpo.REWARD_COLUMNS)
     assert prompts["label"] == picked["label"]
-    # Asking for more failures than exist takes them all and fills up with agreed rows.
-    every = grpo._mix_teacher_failures(ds, 1.0, len(ds))
+    # Asking for more than exist takes them all and fills up with the others.
+    every = grpo._mix_overrides(ds, 1.0, len(ds))
     assert sorted(every["id"]) == sorted(ds["id"])
 
 
@@ -239,34 +241,32 @@ def test_train_seconds_sums_steps_across_resumed_processes():
     assert train_seconds({"wall_s": 42.0, "steps": 2, "log_history": [{"loss": 1.0}]}) == 42.0
 
 
-@pytest.mark.slow
-def test_evaluation_reuses_cached_answers_until_settings_change(smoke, monkeypatch):
-    from finetune import evaluate
-
-    _, cfg, _ = smoke
-    first = json.loads((Path(cfg["eval"]["output_dir"]) / "eval.json").read_text())
-
-    def no_generation(*a, **k):
-        raise AssertionError("generated although every answer was cached")
-
-    monkeypatch.setattr(evaluate, "_generate_answers", no_generation)
-    again = evaluate.evaluate(cfg["eval"])
-    assert again["systems"] == first["systems"]
-    changed = {**cfg["eval"], "generation": {**cfg["eval"]["generation"], "max_new_tokens": 12}}
-    with pytest.raises(AssertionError, match="every answer was cached"):
-        evaluate.evaluate(changed)
-
-
 def test_confuser_set_is_its_own_even_spread(tmp_path):
     from finetune import evaluate
 
     builder.save(builder.synthetic_dataset(16, seed=3, test_share=0.5), tmp_path / "d")
-    test = list(builder.load(tmp_path / "d")["test"])
+    test = [r for r in builder.load(tmp_path / "d")["test"] if r["kind"] == "decide"]
     n_conf = sum(r["confuser"] for r in test)
     assert n_conf >= 2
-    held, conf = evaluate.synthetic_rows(tmp_path / "d", 3, n_conf)
+    held, conf, answers = evaluate.synthetic_rows(tmp_path / "d", 3, n_conf, answer_rows=2)
     assert len(held) == 3 and len(conf) == n_conf and all(r["confuser"] for r in conf)
+    assert all(r["kind"] == "decide" for r in held + conf) and [r["kind"] for r in answers] == ["answer"] * 2
     ids = {r["id"]: r for r in held}
     assert all(r is ids[r["id"]] for r in conf if r["id"] in ids)  # one dict per face
-    held2, conf2 = evaluate.synthetic_rows(tmp_path / "d", 3)
+    held2, conf2, _ = evaluate.synthetic_rows(tmp_path / "d", 3)
     assert conf2 == [r for r in held2 if r["confuser"]]
+
+
+def test_ship_rule_compares_against_the_engine():
+    from finetune import evaluate
+
+    def table(model_label, model_faithful):
+        m = {"label_accuracy": model_label, "caption_order": 0.7, "faithfulness": model_faithful}
+        e = {"label_accuracy": 0.6, "caption_order": 0.7, "faithfulness": 1.0}
+        return {"systems": {"engine": {"a": e, "b": e}, "grpo": {"a": m, "b": m}}}
+
+    assert evaluate.ship_check(table(0.6, 1.0)) == (True, [])
+    ok, why = evaluate.ship_check(table(0.5, 1.0))
+    assert not ok and "label_accuracy 0.50 < engine 0.60" in why[0]
+    ok, why = evaluate.ship_check(table(0.7, 0.9))
+    assert not ok and "faithful 0.90" in why[0]

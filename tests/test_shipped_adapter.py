@@ -1,11 +1,11 @@
 """The shipped LoRA adapter (models/facereason-smollm2-lora): small, fp16, used by
-default, and it changes what the model writes (the base model never writes the layout)."""
+default, and it changes what the model decides (the base model is untrained for it)."""
 
 from __future__ import annotations
 
 import json
 
-from agent.backends import DEFAULT_ADAPTER, ENV_ADAPTER, resolve_adapter
+from agent.models import DEFAULT_ADAPTER, ENV_ADAPTER, resolve_adapter
 
 
 def test_shipped_adapter_is_small_fp16_and_has_a_card():
@@ -19,7 +19,7 @@ def test_shipped_adapter_is_small_fp16_and_has_a_card():
         dtypes = {str(f.get_tensor(k).dtype) for k in f.keys()}
     assert dtypes == {"torch.float16"}
     card = (DEFAULT_ADAPTER / "README.md").read_text()
-    assert "| SFT+GRPO |" in card and "base_model:" in card
+    assert "| Exp-CoT engine |" in card and "base_model:" in card
 
 
 def test_agent_uses_the_shipped_adapter_by_default(monkeypatch):
@@ -28,15 +28,21 @@ def test_agent_uses_the_shipped_adapter_by_default(monkeypatch):
     assert resolve_adapter(None, "none") is None
 
 
-def test_shipped_adapter_writes_the_layout_the_base_model_does_not(monkeypatch, analyses):
-    """Greedy answers to the same real evidence prompt, with and without the adapter."""
+def test_shipped_adapter_decides_what_the_base_model_does_not(monkeypatch, analyses):
+    """Greedy records for the same real evidence prompt, with and without the adapter."""
+    from agent import evidence as ev
     from agent.backends import TransformersBackend
-    from agent.graph import build_messages
+    from agent.decision import decision_schema, parse_decision
+    from agent.graph import decide_messages
 
     monkeypatch.delenv(ENV_ADAPTER, raising=False)
-    analysis = analyses("single_face.mp4", fps=5)
-    msgs = build_messages(analysis, analysis.tracks[0].track_id)
-    tuned = TransformersBackend.load(None).generate(msgs, max_new_tokens=24)
-    base = TransformersBackend.load(None, adapter="none").generate(msgs, max_new_tokens=24)
+    a = analyses("single_face.mp4", fps=8)
+    t = a.tracks[0]
+    f = ev.facts(a, t)
+    msgs, schema = decide_messages(a, t.track_id), decision_schema(f, a.emotion_labels)
+    tuned = TransformersBackend.load(None).generate(msgs, schema=schema)
+    base = TransformersBackend.load(None, adapter="none").generate(msgs, schema=schema)
     assert tuned.text != base.text
-    assert tuned.text.lstrip().startswith("**Key Observations:**")
+    d = parse_decision(tuned.text, f, a.emotion_labels)
+    assert d.label == "happiness"  # a man breaking into a broad smile
+    assert {f.events[i].au for i in d.cite} & {"AU06", "AU12"}

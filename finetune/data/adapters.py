@@ -252,16 +252,6 @@ def _main_track(analysis) -> int | None:
     return max(analysis.tracks, key=lambda t: (t.n, -t.track_id)).track_id
 
 
-def _target(analysis, track_id: int, item: Item, seed: int) -> str:
-    """The engine's explanation, with the data set's own caption where it has one."""
-    from agent import engine
-
-    e = engine.explain_track(analysis, analysis.track(track_id), seed)
-    if item.caption:
-        e.caption = item.caption
-    return e.to_text()
-
-
 def _rows(batch: dict[str, list], cache_dir: str, fps: float | None, tool_share: float) -> dict:
     from finetune.data import builder
     from finetune.rewards import caption_emotions
@@ -273,21 +263,18 @@ def _rows(batch: dict[str, list], cache_dir: str, fps: float | None, tool_share:
         tid = _main_track(a)
         if tid is None or item.label is None:
             continue  # no face, or no label: nothing to learn from
+        # A reference caption's emotion sequence is the true story the arc should follow.
         order = caption_emotions(item.caption) if item.caption else [item.label]
         seed = int(hashlib.sha256(item.id.encode()).hexdigest()[:6], 16)
-        r = builder.record(a, tid, id=item.id, source=item.source, clip_id=item.id,
-                           identity=item.identity or item.id, label=item.label, aus=item.aus,
-                           segment_order=order or [item.label], seed=seed, tool_share=tool_share)
-        if item.caption or item.question:
-            msgs = builder.initial_messages(a, tid, item.question)
-            msgs.append({"role": "assistant", "content": _target(a, tid, item, seed)})
-            r["messages"], r["prompt"] = msgs, msgs[:2]
-        out.append(r)
+        out += builder.records(a, tid, id=item.id, source=item.source, clip_id=item.id,
+                               identity=item.identity or item.id, label=item.label, aus=item.aus,
+                               segment_order=order or [item.label], seed=seed,
+                               tool_share=tool_share, questions=0)
     return {k: [r[k] for r in out] for k in builder.ROW_KEYS}
 
 
 def build_dataset(items: list[Item], cache_dir: str | Path, *, fps: float | None = 8.0,
-                  test_share: float = 0.15, tool_share: float = 0.3, num_proc: int | None = None):
+                  test_share: float = 0.15, tool_share: float = 0.15, num_proc: int | None = None):
     """Analyse every item's media (cached) and build a DatasetDict(train, test) split by identity."""
     from datasets import Dataset
 

@@ -1,32 +1,34 @@
 """(Analysis, labels) -> chat conversations -> HF `datasets` on disk.
 
-A conversation is exactly what the agent sends a model at inference (the
-agent's own `agent.graph.build_messages`: system prompt with the tool list,
-the evidence rendering of agent/evidence.py, the user request),
-optionally one tool call of the agent's toolbox answered by agent/toolbox.py,
-and the Exp-CoT engine's explanation (agent/engine.py) as the assistant's
-target. Tool results are user turns wrapped in <tool_response> through
-agent.backends.text_messages, as the transformers backend sends them to a
-template without tool support.
+A conversation is exactly what the agent sends a model at inference: the
+agent's own opening turns (`agent.graph.decide_messages` for an explanation,
+`agent.graph.answer_messages` for a follow-up question), optionally one tool
+request answered by the agent's Toolbox and sent back as the loop sends it,
+and the target record (finetune/data/targets.py, built from the clip's truth)
+as the assistant's last turn, in the compact JSON the constrained decoder
+produces. So training and serving match by construction.
 
-Rows carry the labels the rewards and the evaluation read: label, aus,
-observed_aus, segment_order (see finetune/rewards.py), plus the identity and
-clip that the held-out split keys on, and the analysis as JSON.
+Rows carry the labels the rewards and the evaluation read: kind (decide or
+answer), label, aus, observed_aus, segment_order (see finetune/rewards.py),
+plus the identity and clip that the held-out split keys on, and the analysis
+as JSON.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from agent import engine
 from agent import evidence as ev
 from agent.backends import text_messages
-from agent.graph import build_messages
-from agent.toolbox import Toolbox, ToolCall
+from agent.decision import Decision, ToolRequest
+from agent.graph import answer_messages, decide_messages
+from agent.toolbox import Toolbox
+from finetune.data import targets
 from tools.analysis import Analysis
 from tools.errors import FaceReasonError
 
@@ -37,64 +39,74 @@ class TrainingDataError(FaceReasonError):
     code = "bad_training_data"
 
 
-# ------------------------------------------------------------------ prompts
-def initial_messages(analysis: Analysis, track_id: int, question: str | None = None) -> list[dict]:
-    """System + user turns the agent opens with for one face (the agent's own builder)."""
-    return build_messages(analysis, track_id, question)
+# ------------------------------------------------------------------ conversations
+def with_tool(analysis: Analysis, track_id: int, messages: list[dict], req: ToolRequest) -> list[dict]:
+    """The conversation after one tool round, as the agent loop writes it."""
+    result = Toolbox(analysis, track_id).run(req)
+    return messages + text_messages([
+        {"role": "assistant", "content": req.to_json()},
+        {"role": "tool", "content": json.dumps(result, separators=(",", ":"))}])
 
 
-def teacher_call(analysis: Analysis, track_id: int, rng: random.Random) -> ToolCall:
-    """The look a careful analyst takes before answering, chosen from the evidence."""
-    t = analysis.track(track_id)
-    segs = [s for s in ev.segments(analysis, t) if not s.micro]
-    if len(analysis.tracks) > 1 and rng.random() < 0.5:
-        return ToolCall("inspect_face", {"track_id": track_id})
-    if len(segs) >= 2 and rng.random() < 0.6:
-        a, b = segs[0], max(segs[1:], key=lambda s: s.end - s.start)
-        return ToolCall("compare_moments", {"t1": round(a.peak_time, 1), "t2": round(b.peak_time, 1)})
-    spans = ev.au_spans(analysis, t)
-    if spans and rng.random() < 0.5:
-        return ToolCall("list_events", {"au": spans[0].au})
-    s = max(segs, key=lambda s: s.end - s.start) if segs else None
-    start, end = (s.start, s.end) if s else (t.start, t.end)
-    return ToolCall("time_window", {"start": round(start, 1), "end": round(end, 1)})
+def decide_tool(analysis: Analysis, track_id: int, decision: Decision, rng: random.Random) -> ToolRequest:
+    """The look a careful analyst takes before deciding: the key AU's events, or the apex."""
+    f = ev.facts(analysis, analysis.track(track_id))
+    if decision.cite and rng.random() < 0.5:
+        return ToolRequest(tool="list_events", args={"au": f.events[decision.cite[0]].au})
+    seg = f.segments.get(decision.arc[-1]) if decision.arc else None
+    t = seg.peak_time if seg is not None else analysis.track(track_id).start
+    return ToolRequest(tool="moment", args={"t": round(t, 1)})
 
 
-def conversation(analysis: Analysis, track_id: int, seed: int = 0, tool_share: float = 0.3,
-                 target: str | None = None) -> list[dict]:
-    """Messages for one face, ending with the teacher's answer (the engine's unless `target`)."""
+def decide_conversation(analysis: Analysis, track_id: int, decision: Decision, *, seed: int = 0,
+                        tool_share: float = 0.15) -> list[dict]:
     rng = random.Random(f"conv:{seed}:{track_id}")
-    msgs = initial_messages(analysis, track_id)
+    msgs = decide_messages(analysis, track_id)
     if analysis.source.kind == "video" and rng.random() < tool_share:
-        call = teacher_call(analysis, track_id, rng)
-        result = Toolbox(analysis, default_track=track_id).run(call)
-        body = f"<tool_call>\n{call.as_json()}\n</tool_call>"
-        msgs += text_messages([{"role": "assistant", "content": body},
-                               {"role": "tool", "content": result}])
-    if target is None:
-        target = engine.explain_track(analysis, analysis.track(track_id), seed).to_text()
-    msgs.append({"role": "assistant", "content": target})
-    return msgs
+        msgs = with_tool(analysis, track_id, msgs, decide_tool(analysis, track_id, decision, rng))
+    return [*msgs, {"role": "assistant", "content": decision.to_json()}]
+
+
+def answer_conversation(analysis: Analysis, track_id: int, decision: Decision, qa: targets.QA,
+                        previous: tuple[str, str] | None = None) -> list[dict]:
+    msgs = answer_messages(analysis, track_id, qa.question, decision, previous)
+    if qa.tool is not None:
+        msgs = with_tool(analysis, track_id, msgs, qa.tool)
+    return [*msgs, {"role": "assistant", "content": qa.answer.to_json()}]
 
 
 def observed_aus(analysis: Analysis, track_id: int) -> list[str]:
     return sorted({s.au for s in ev.au_spans(analysis, analysis.track(track_id))})
 
 
-def record(analysis: Analysis, track_id: int, *, id: str, source: str, clip_id: str, identity: str,
-           label: str, aus: Iterable[str] | None = None, segment_order: Iterable[str] | None = None,
-           scenario: str = "", confuser: bool = False, seed: int = 0, tool_share: float = 0.3,
-           images: list[str] | None = None) -> dict[str, Any]:
-    """One dataset row: the labels, the SFT conversation and the GRPO prompt."""
-    msgs = conversation(analysis, track_id, seed, tool_share)
-    return {
-        "id": id, "source": source, "clip_id": clip_id, "identity": identity,
-        "scenario": scenario, "confuser": bool(confuser), "track_id": int(track_id),
-        "label": label, "aus": sorted(set(aus or [])), "observed_aus": observed_aus(analysis, track_id),
-        "segment_order": list(segment_order or [label]),
-        "messages": msgs, "prompt": msgs[:-1], "images": list(images or []),
-        "analysis": analysis.to_json(),
-    }
+ROW_KEYS = ["id", "kind", "source", "clip_id", "identity", "scenario", "confuser", "track_id", "label",
+            "aus", "observed_aus", "segment_order", "messages", "prompt", "images", "analysis"]
+
+
+def records(analysis: Analysis, track_id: int, *, id: str, source: str, clip_id: str, identity: str,
+            label: str, aus: Iterable[str] | None = None, segment_order: Iterable[str] | None = None,
+            scenario: str = "", confuser: bool = False, seed: int = 0, tool_share: float = 0.15,
+            questions: int = 1, images: list[str] | None = None) -> list[dict[str, Any]]:
+    """The dataset rows of one face: its decision, then `questions` follow-ups."""
+    order = list(segment_order or [label])
+    true_aus = sorted(set(aus or []))
+    decision = targets.truth_decision(analysis, track_id, label=label, aus=true_aus,
+                                      segment_order=order, scenario=scenario, seed=seed)
+    base = {"source": source, "clip_id": clip_id, "identity": identity, "scenario": scenario,
+            "confuser": bool(confuser), "track_id": int(track_id), "label": label, "aus": true_aus,
+            "observed_aus": observed_aus(analysis, track_id), "segment_order": order,
+            "images": list(images or []), "analysis": analysis.to_json()}
+    msgs = decide_conversation(analysis, track_id, decision, seed=seed, tool_share=tool_share)
+    rows = [{**base, "id": id, "kind": "decide", "messages": msgs, "prompt": msgs[:-1]}]
+    rng = random.Random(f"qa:{seed}:{track_id}")
+    previous = None
+    for k, qa in enumerate(targets.questions(analysis, track_id, decision, rng, n=questions)):
+        msgs = answer_conversation(analysis, track_id, decision, qa, previous)
+        rows.append({**base, "id": f"{id}_q{k + 1}", "kind": "answer", "messages": msgs,
+                     "prompt": msgs[:-1]})
+        if rng.random() < 0.5:  # the next question follows up on this one
+            previous = (qa.question, qa.answer.note or qa.question)
+    return rows
 
 
 def split_of(key: str, test_share: float, salt: str = "facereason") -> str:
@@ -104,26 +116,25 @@ def split_of(key: str, test_share: float, salt: str = "facereason") -> str:
 
 
 # ------------------------------------------------------------------ synthetic
-def _synthetic_rows(batch: dict[str, list], tool_share: float) -> dict[str, list]:
+def _synthetic_rows(batch: dict[str, list], tool_share: float, question_share: float) -> dict[str, list]:
     from finetune.data import synthetic
 
     rows: list[dict] = []
     for seed in batch["seed"]:
         analysis, examples = synthetic.make_clip(int(seed))
+        rng = random.Random(f"q:{seed}")
         for e in examples:
-            rows.append(record(analysis, e.track_id, id=e.id, source="synthetic", clip_id=e.clip_id,
-                               identity=e.identity, label=e.label, aus=e.aus,
-                               segment_order=e.segment_order, scenario=e.scenario,
-                               confuser=e.confuser, seed=int(seed), tool_share=tool_share))
+            rows += records(analysis, e.track_id, id=e.id, source="synthetic", clip_id=e.clip_id,
+                            identity=e.identity, label=e.label, aus=e.aus,
+                            segment_order=e.segment_order, scenario=e.scenario,
+                            confuser=e.confuser, seed=int(seed), tool_share=tool_share,
+                            questions=int(rng.random() < question_share))
     return {k: [r[k] for r in rows] for k in ROW_KEYS}
 
 
-ROW_KEYS = ["id", "source", "clip_id", "identity", "scenario", "confuser", "track_id", "label", "aus",
-            "observed_aus", "segment_order", "messages", "prompt", "images", "analysis"]
-
-
 def synthetic_dataset(n_clips: int, seed: int = 0, test_share: float = 0.15,
-                      tool_share: float = 0.3, num_proc: int | None = None):
+                      tool_share: float = 0.15, question_share: float = 0.6,
+                      num_proc: int | None = None):
     """A DatasetDict(train, test) of synthetic faces, split by identity.
 
     Generation runs in `datasets.map`, so `num_proc` spreads it over processes.
@@ -134,7 +145,8 @@ def synthetic_dataset(n_clips: int, seed: int = 0, test_share: float = 0.15,
         raise TrainingDataError(f"n_clips must be at least 1; got {n_clips}.")
     seeds = Dataset.from_dict({"seed": [seed * 1_000_003 + i for i in range(n_clips)]})
     ds = seeds.map(_synthetic_rows, batched=True, batch_size=8, remove_columns=["seed"],
-                   fn_kwargs={"tool_share": tool_share}, num_proc=num_proc,
+                   fn_kwargs={"tool_share": tool_share, "question_share": question_share},
+                   num_proc=num_proc,
                    desc="synthetic clips")
     return split(ds, test_share, key="identity")
 

@@ -106,6 +106,9 @@ def test_upload_explain_and_ask_about_a_moment(server, browser, media):
     assert page.locator("#status").inner_text().startswith("Done: 1 face")
     caption = page.locator("#caption textarea").input_value()
     assert caption.lower().startswith("at the beginning")
+    assert "written by the rule-based" not in page.locator("#status").inner_text()
+    subs = page.locator("#subtitles").inner_text()
+    assert "single_face.srt" in subs and "single_face.vtt" in subs
 
     page.locator("#ask textarea").fill("What happens at 2 s?")
     page.locator("#ask textarea").press("Enter")
@@ -116,6 +119,7 @@ def test_upload_explain_and_ask_about_a_moment(server, browser, media):
         " return l && /moment at/i.test(l.textContent) }", timeout=120_000)
     page.screenshot(path=str(ARTIFACTS / "03_follow_up.png"), full_page=True)
     reply = answer.inner_text()
+    assert "rule-based answer" not in reply  # the model answered, not the fallback
     # The answer is about the moment asked for: it cites a time within half a second of 2 s.
     times = [float(x) for x in re.findall(r"(\d+(?:\.\d+)?)\s*s\b", reply)]
     assert any(abs(t - 2.0) <= 0.5 for t in times), reply

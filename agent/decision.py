@@ -1,0 +1,209 @@
+"""What the reasoning model writes: small JSON records, and their per-face JSON schemas.
+
+The model never re-types a measurement. For each face it writes a `Decision`
+(explain) or an `Answer` (a follow-up question), citing the ids the evidence
+rendering gives segments (S1..), events (E1..) and tool results (W1.., C1..);
+agent/render.py turns a record plus the Analysis into the text a user reads,
+so every intensity, time span and segment in it is the measurement.
+
+The schemas are built per face (enums of that face's ids and the active label
+set) and enforced while decoding (agent/backends.py); `parse` validates a
+reply against the same schema, so a server without structured output gets the
+same check after the fact.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+import prompts
+from agent.evidence import FaceFacts
+
+MAX_CITE = 5
+MAX_ARC = 5
+MAX_WHY = 3
+NOTE_CHARS = 160  # about 35 tokens: one or two short sentences
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def to_json(self) -> str:
+        """Compact JSON, the exact form the model is trained to write."""
+        return json.dumps(self.model_dump(), separators=(",", ":"), ensure_ascii=False)
+
+
+class Decision(_Record):
+    """The model's reading of one face."""
+
+    label: str = Field(description="the emotion label, from the active label set")
+    conf: float = Field(ge=0.0, le=1.0, description="confidence in the label")
+    cite: list[str] = Field(default_factory=list, description="event ids (E#) that show it")
+    arc: list[str] = Field(default_factory=list, description="segment ids (S#) of the story, in order")
+    alt: str | None = Field(None, description="a reading considered and ruled out")
+    why: list[str] = Field(default_factory=list, description="event ids that rule `alt` out")
+    note: str = Field("", description="at most a sentence or two in the model's own words")
+
+
+class ToolRequest(_Record):
+    """A tool the model asks for before it answers."""
+
+    tool: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class Answer(_Record):
+    """The model's answer to a follow-up question."""
+
+    ref: list[str] = Field(default_factory=list, description="ids of the evidence it rests on")
+    label: str | None = Field(None, description="the emotion the answer names, if any")
+    note: str = Field("", description="one short sentence answering the question")
+
+
+class RecordError(ValueError):
+    """A reply that is not a valid record for this face (bad JSON, unknown id, wrong field)."""
+
+
+# ------------------------------------------------------------------ schemas
+def _ids(ids: list[str], max_items: int) -> dict:
+    if not ids:
+        return {"type": "array", "maxItems": 0}
+    return {"type": "array", "items": {"enum": ids}, "maxItems": max_items}
+
+
+def _text(max_chars: int) -> dict:
+    return {"type": "string", "maxLength": max_chars}
+
+
+def decision_schema(f: FaceFacts, labels: list[str]) -> dict:
+    events, segs = list(f.events), list(f.segments)
+    arc = _ids(segs, MAX_ARC)
+    if segs:
+        arc["minItems"] = 1
+    return {"type": "object", "properties": {
+        "label": {"enum": list(labels)},
+        "conf": {"type": "number", "minimum": 0, "maximum": 1, "multipleOf": 0.01},
+        "cite": _ids(events, MAX_CITE),
+        "arc": arc,
+        "alt": {"anyOf": [{"enum": list(labels)}, {"type": "null"}]},
+        "why": _ids(events, MAX_WHY),
+        "note": _text(NOTE_CHARS),
+    }, "required": ["label", "conf", "cite", "arc", "alt", "why", "note"],
+        "additionalProperties": False}
+
+
+def answer_schema(refs: list[str], labels: list[str]) -> dict:
+    return {"type": "object", "properties": {
+        "ref": _ids(refs, MAX_CITE),
+        "label": {"anyOf": [{"enum": list(labels)}, {"type": "null"}]},
+        "note": _text(NOTE_CHARS),
+    }, "required": ["ref", "label", "note"], "additionalProperties": False}
+
+
+# Bounds keep a runaway number ("1111...", "6.2626...") out of a tool request: times
+# within 10 h to a tenth of a second, face ids below 1,000. An optional face id is left out: a conversation is about one face.
+_ARG_TYPES = {"number": {"type": "number", "minimum": 0, "maximum": 36000, "multipleOf": 0.1},
+              "integer": {"type": "integer", "minimum": 0, "maximum": 999},
+              "string": {"type": "string", "maxLength": 16}}
+
+
+def _arg_schema(spec: dict) -> dict:
+    params = spec.get("parameters", {})
+    required = list(params.get("required", []))
+    props = {k: dict(_ARG_TYPES.get(v.get("type", "string"), _ARG_TYPES["string"]))
+             for k, v in params.get("properties", {}).items() if k in required or k != "track_id"}
+    return {"type": "object", "properties": props, "required": required,
+            "additionalProperties": False}
+
+
+def tool_schema(names: list[str] | None = None) -> dict:
+    """A tool request for any of the named tools (default: all in prompts/tools.yaml)."""
+    specs = [s for s in prompts.load_yaml("tools") if names is None or s["name"] in names]
+    return {"anyOf": [{"type": "object", "properties": {"tool": {"const": s["name"]},
+                                                        "args": _arg_schema(s)},
+                       "required": ["tool", "args"], "additionalProperties": False}
+                      for s in specs]}
+
+
+def turn_schema(final: dict, tools_allowed: bool) -> dict:
+    """The schema of one model turn: the final record, or (while tools are allowed) a tool request."""
+    return {"anyOf": [final, tool_schema()]} if tools_allowed else final
+
+
+# ------------------------------------------------------------------ parsing
+def _load(text: str) -> dict:
+    s = text.strip()
+    if s.startswith("```"):
+        s = s.strip("`").removeprefix("json").strip()
+    try:
+        obj, _ = json.JSONDecoder().raw_decode(s[s.index("{"):] if "{" in s else s)
+    except (json.JSONDecodeError, ValueError):
+        raise RecordError(f"the reply is not a JSON object: {text[:80]!r}") from None
+    if not isinstance(obj, dict):
+        raise RecordError("the reply is not a JSON object")
+    return obj
+
+
+def _check_ids(field: str, ids: list[str], allowed: set[str]) -> list[str]:
+    bad = [i for i in ids if i not in allowed]
+    if bad:
+        raise RecordError(f"{field} cites {', '.join(bad)}, which this face does not have")
+    return list(dict.fromkeys(ids))
+
+
+def parse_turn(text: str) -> dict:
+    """The JSON object of a reply (a record or a tool request), or RecordError."""
+    return _load(text)
+
+
+def is_tool_request(obj: dict) -> bool:
+    return "tool" in obj
+
+
+def parse_tool_request(obj: dict) -> ToolRequest:
+    try:
+        return ToolRequest.model_validate(obj)
+    except ValidationError as exc:
+        raise RecordError(f"not a valid tool request: {exc.errors()[0]['msg']}") from None
+
+
+def parse_decision(obj: dict | str, f: FaceFacts, labels: list[str]) -> Decision:
+    """A Decision checked against this face: known label, existing ids, arc in time order."""
+    if isinstance(obj, str):
+        obj = _load(obj)
+    try:
+        d = Decision.model_validate(obj)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        raise RecordError(f"not a valid decision ({'.'.join(map(str, e['loc']))}: {e['msg']})") from None
+    if d.label not in labels:
+        raise RecordError(f"label '{d.label}' is not in the label set")
+    if d.alt is not None and d.alt not in labels:
+        raise RecordError(f"alt '{d.alt}' is not in the label set")
+    cite = _check_ids("cite", d.cite, set(f.events))[:MAX_CITE]
+    why = _check_ids("why", d.why, set(f.events))[:MAX_WHY]
+    arc = _check_ids("arc", d.arc, set(f.segments))[:MAX_ARC]
+    if f.segments and not arc:
+        raise RecordError("arc is empty")
+    order = list(f.segments)
+    arc = sorted(arc, key=order.index)  # the story is told in time order
+    alt = None if d.alt == d.label else d.alt
+    return d.model_copy(update={"cite": cite, "why": why if alt else [], "arc": arc, "alt": alt,
+                                "note": d.note.strip()[:NOTE_CHARS]})
+
+
+def parse_answer(obj: dict | str, refs: list[str], labels: list[str]) -> Answer:
+    if isinstance(obj, str):
+        obj = _load(obj)
+    try:
+        a = Answer.model_validate(obj)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        raise RecordError(f"not a valid answer ({'.'.join(map(str, e['loc']))}: {e['msg']})") from None
+    if a.label is not None and a.label not in labels:
+        raise RecordError(f"label '{a.label}' is not in the label set")
+    return a.model_copy(update={"ref": _check_ids("ref", a.ref, set(refs))[:MAX_CITE],
+                                "note": a.note.strip()[:NOTE_CHARS]})

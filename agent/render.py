@@ -1,0 +1,383 @@
+"""From a decision to the text a user reads: the one place where an answer is rendered.
+
+`explanation(analysis, track, decision)` writes the ExpLLM layout (Key
+Observations / Overall Emotional Interpretation / Conclusion) and the
+FEC-Bench-style caption; `answer(...)` writes the reply to a follow-up
+question. Every AU, intensity, time span and segment comes from the Analysis
+through the ids the decision cites; the model's own words (`note`) are added
+only after agent/faithfulness.py has passed them, and otherwise withheld
+with the reason.
+"""
+
+from __future__ import annotations
+
+import random
+
+import prompts
+from agent import evidence as ev
+from agent import faithfulness
+from agent.decision import Answer, Decision
+from agent.evidence import FaceFacts
+from agent.schema import CaptionSentence, Conclusion, EvidenceItem, Explanation, KeyObservation
+from tools.analysis import Analysis, Track
+from tools.facs import AU_NAMES
+
+NEUTRAL = "neutral"
+CAPTION_ACTIONS = 2  # movements narrated per caption sentence
+
+
+class _Phrases:
+    def __init__(self, analysis: Analysis, track: Track, seed: int):
+        self.a, self.t = analysis, track
+        self.rng = random.Random(f"{seed}:{track.track_id}")
+        self.p = prompts.load_yaml("render")
+        self.cues = prompts.load_yaml("au_cues")
+        self.emos = prompts.load_yaml("emotion_phrases")
+        self.subject = (self.rng.choice(self.p["subject"]) if len(analysis.tracks) <= 1
+                        else prompts.fill(self.rng.choice(self.p["subject_face"]), track=track.track_id))
+
+    def pick(self, key: str, **kw) -> str:
+        """A phrase of prompts/render.yaml (a seeded choice where the slot has several)."""
+        bank = self.p[key]
+        return prompts.fill(bank if isinstance(bank, str) else self.rng.choice(bank), **kw)
+
+    one = pick
+
+    def state(self, label: str) -> str:
+        bank = self.emos.get(label) or self.emos["_default"]
+        return prompts.fill(self.rng.choice(bank["state"]), label=label)
+
+    def suggests(self, au: str, label: str) -> str:
+        cue = self.cues.get(au)
+        if not cue:
+            return "a facial movement"
+        return cue["suggests"].get(label) or cue["suggests"]["default"]
+
+    def action(self, au: str) -> str:
+        cue = self.cues.get(au)
+        return self.rng.choice(cue["action"]) if cue else f"{AU_NAMES.get(au, au)} activates"
+
+    def listing(self, items: list[str]) -> str:
+        if len(items) <= 1:
+            return "".join(items)
+        return ", ".join(items[:-1]) + f" {self.p['and_word']} " + items[-1]
+
+
+def _f(x: float) -> str:
+    return f"{x:.1f}"
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text[0].upper() + text[1:] if text else text
+
+
+# ------------------------------------------------------------------ explanation
+def observations(f: FaceFacts, d: Decision, ph: _Phrases) -> list[KeyObservation]:
+    out = []
+    for eid in sorted(d.cite, key=lambda i: (f.events[i].start, i)):
+        e = f.events[eid]
+        out.append(KeyObservation(au=e.au, name=e.name, intensity=round(e.peak, 1),
+                                  start=round(e.start, 2), end=round(e.end, 2),
+                                  suggests=ph.suggests(e.au, d.label)))
+    return out
+
+
+def _cue_list(f: FaceFacts, ids: list[str], ph: _Phrases) -> str:
+    seen, items = set(), []
+    for i in ids:
+        e = f.events[i]
+        if e.au not in seen:
+            seen.add(e.au)
+            items.append(f"{e.au} ({e.name})")
+    return ph.listing(items)
+
+
+def prototype_aus(label: str) -> set[str]:
+    """The AUs of a label's EMFACS prototypes and major variants (empty for other labels)."""
+    cls = prompts.load_yaml("emfacs")["classes"].get(label)
+    if not cls:
+        return set()
+    return {code for p in cls["prototypes"] for item in p["aus"] for code in item.split("|")}
+
+
+def _alt_sentence(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) -> str:
+    alt = d.alt or ""
+    if not d.why:
+        probs = ev.mean_emotions(analysis, f.track)
+        return ph.pick("interp_alt_prob", alt=_sentence(alt), prob=f"{probs.get(alt, 0.0):.2f}")
+    aus = {f.events[i].au for i in d.why}
+    verb = "are" if len(aus) > 1 else "is"
+    mine, theirs = prototype_aus(d.label), prototype_aus(alt)
+    # "part of X's pattern, not of Y's" only where the EMFACS table says so.
+    key = "interp_alt_aus" if all(a in mine and a not in theirs for a in aus) else "interp_alt_plain"
+    return ph.pick(key, alt=_sentence(alt), alt_l=alt, cues=_cue_list(f, d.why, ph), verb=verb,
+                   label=d.label)
+
+
+def interpretation(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) -> str:
+    t = f.track
+    probs = ev.mean_emotions(analysis, t)
+    parts = []
+    if d.cite:
+        parts.append(ph.pick("interp_cues", cues=_cue_list(f, d.cite, ph), label=d.label))
+    else:
+        parts.append(ph.pick("interp_no_cues", label=d.label, prob=f"{probs.get(d.label, d.conf):.2f}"))
+    cited = {f.events[i].au: f.events[i] for i in d.cite}
+    if d.label == "happiness" and "AU12" in cited:
+        smile = cited["AU12"]
+        cheeks = [e for e in f.events.values() if e.au == "AU06"
+                  and e.start - ev.TIME_TOLERANCE_S <= smile.end and e.end + ev.TIME_TOLERANCE_S >= smile.start]
+        parts.append(ph.pick("interp_duchenne" if cheeks else "interp_smile_no_duchenne"))
+    if len(d.arc) > 1:
+        seq = " -> ".join(f"{f.segments[i].label} ({_f(f.segments[i].start)}-{_f(f.segments[i].end)} s)"
+                          for i in d.arc)
+        parts.append(ph.pick("interp_sequence", sequence=seq))
+    if d.alt:
+        parts.append(_alt_sentence(analysis, f, d, ph))
+    occ = ev.occluded_spans(t)
+    if occ:
+        parts.append(ph.pick("interp_occlusion", share=f"{ev.occluded_share(t):.0%}",
+                             spans=_spans(occ)))
+    val, aro = ev.mean_affect(t)
+    parts.append(ph.pick("interp_valence", valence=f"{val:+.2f}", arousal=f"{aro:+.2f}"))
+    ctx = analysis.context
+    if ctx.status == "ok" and ctx.scene:
+        scene, score = max(ctx.scene.items(), key=lambda kv: kv[1])
+        parts.append(ph.pick("interp_context", scene=scene, score=f"{score:.2f}"))
+    return " ".join(parts)
+
+
+def _spans(spans: list[tuple[float, float]]) -> str:
+    return ", ".join(f"{_f(a)} s" if b - a < 0.05 else f"{_f(a)}-{_f(b)} s" for a, b in spans[:3])
+
+
+def conclusion(track: Track, d: Decision) -> Conclusion:
+    val, aro = ev.mean_affect(track)
+    return Conclusion(label=d.label, confidence=round(min(max(d.conf, 0.0), 1.0), 2),
+                      valence=round(min(max(val, -1.0), 1.0), 3),
+                      arousal=round(min(max(aro, -1.0), 1.0), 3))
+
+
+def _actions(f: FaceFacts, start: float, end: float, prefer: list[str], narrated: set[str],
+             ph: _Phrases) -> tuple[str, list[str]]:
+    """Caption phrase for the strongest movements that start inside [start, end]
+    (cited events first), each AU narrated once per caption; and their ids."""
+    pool = [i for i in prefer if start - ev.TIME_TOLERANCE_S <= f.events[i].start <= end]
+    pool += [i for i in f.events_in(start, end)
+             if i not in pool and start - ev.TIME_TOLERANCE_S <= f.events[i].start <= end]
+    chosen: list[str] = []
+    for i in pool:
+        au = f.events[i].au
+        if au in narrated or au == "AU45" or any(f.events[j].au == au for j in chosen):
+            continue
+        chosen.append(i)
+        if len(chosen) == CAPTION_ACTIONS:
+            break
+    narrated.update(f.events[i].au for i in chosen)
+    return ph.listing([ph.action(f.events[i].au) for i in chosen]), chosen
+
+
+def caption(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) -> list[CaptionSentence]:
+    """FEC-Bench-style caption sentences, each with its span and evidence ids."""
+    t = f.track
+    narrated: set[str] = set()
+    out: list[CaptionSentence] = []
+
+    def add(text: str, start: float, end: float, ids: list[str]) -> None:
+        out.append(CaptionSentence(text=_sentence(text), start=round(start, 2), end=round(end, 2),
+                                   evidence=ids))
+
+    if analysis.source.kind == "image" or t.n <= 1:
+        acts, ids = _actions(f, t.start - 1.0, t.end + 1.0, d.cite, narrated, ph)
+        text = ph.pick("caption_image", subject=ph.subject, state=ph.state(d.label))
+        add(text + (ph.pick("caption_actions", actions=acts) if acts else "."), t.start, t.end,
+            [*d.arc, *ids])
+        return out
+    arc = [f.segments[i] for i in d.arc]
+    if not arc:  # no segment at all: the whole track under the decided label
+        add(ph.pick("caption_begin", subject=ph.subject, state=ph.state(d.label)) + ".",
+            t.start, t.end, [])
+        return out
+    first, last = arc[0], arc[-1]
+    acts, ids = _actions(f, first.start, first.start + 0.5 * (first.end - first.start), d.cite,
+                         narrated, ph)
+    begin = ph.pick("caption_begin", subject=ph.subject, state=ph.state(first.label))
+    add(begin + (ph.pick("caption_actions", actions=acts) if acts else "."), first.start, first.end,
+        [d.arc[0], *ids])
+    if len(arc) == 1:
+        s0, s1 = t.start + (t.end - t.start) / 3, t.start + 2 * (t.end - t.start) / 3
+        acts, ids = _actions(f, s0, s1, d.cite, narrated, ph)
+        add(ph.pick("caption_middle_steady_actions", actions=acts) if acts
+            else ph.pick("caption_middle_steady"), s0, s1, ids)
+        add(ph.pick("caption_end_same", subject=ph.subject, state=ph.state(last.label)) + ".",
+            s1, t.end, [d.arc[0]])
+    else:
+        for k, (sid, seg) in enumerate(zip(d.arc[1:-1], arc[1:-1], strict=True)):
+            acts, ids = _actions(f, seg.start - 0.5, seg.end, d.cite, narrated, ph)
+            key = "caption_middle" if k == 0 else "caption_then"
+            text = ph.pick(key, subject=ph.subject, state=ph.state(seg.label))
+            add(text + (ph.pick("caption_actions", actions=acts) if acts else "."), seg.start,
+                seg.end, [sid, *ids])
+        acts, ids = _actions(f, last.start - 0.5, last.end, d.cite, narrated, ph)
+        same = len(arc) >= 2 and arc[-2].label == last.label
+        key = "caption_end_same" if same else ("caption_end" if len(arc) > 2 else "caption_middle")
+        text = ph.pick(key, subject=ph.subject, state=ph.state(last.label))
+        add(text + (ph.pick("caption_actions", actions=acts) if acts else "."), last.start,
+            last.end, [d.arc[-1], *ids])
+        if len(arc) == 2 and not same:
+            add(ph.pick("caption_end_same", subject=ph.subject, state=ph.state(last.label)) + ".",
+                max(last.start, last.end - (last.end - last.start) / 3), last.end, [d.arc[-1]])
+    occ = ev.occluded_spans(t)
+    if occ:
+        add(ph.pick("caption_occluded", spans=_spans(occ)), occ[0][0], occ[-1][1], [])
+    return out
+
+
+def evidence_items(analysis: Analysis, track: Track, refs: list[str] | None = None) -> list[EvidenceItem]:
+    """The segments and events behind an explanation (all of them when refs is None)."""
+    f = ev.facts(analysis, track)
+    items = [EvidenceItem(kind="segment", label=s.label, start=round(s.start, 3), end=round(s.end, 3),
+                          peak_time=round(s.peak_time, 3), value=round(s.mean_prob, 3))
+             for i, s in f.segments.items() if refs is None or i in refs]
+    items += [EvidenceItem(kind="event", label=e.au, start=round(e.start, 3), end=round(e.end, 3),
+                           peak_time=round(e.apex, 3), value=round(e.peak, 3))
+              for i, e in f.events.items() if refs is None or i in refs]
+    return items
+
+
+def explanation(analysis: Analysis, track: Track, d: Decision, *, seed: int = 0,
+                decided_by: str = "model", fallback_reason: str | None = None) -> Explanation:
+    """The explanation of one face from its decision; the note is shown only if faithful."""
+    f = ev.facts(analysis, track)
+    ph = _Phrases(analysis, track, seed)
+    interp = interpretation(analysis, f, d, ph)
+    withheld = []
+    if d.note:
+        problems = faithfulness.check_words(d.note, analysis, track, allowed_labels={d.label})
+        if problems:
+            withheld.append(f"the model's note {d.note!r} was withheld: {'; '.join(problems)}")
+        else:
+            interp += " " + _sentence(d.note if d.note.endswith((".", "!", "?")) else d.note + ".")
+    sents = caption(analysis, f, d, ph)
+    refs = set(d.cite) | set(d.arc) | set(d.why) | {i for s in sents for i in s.evidence}
+    return Explanation(
+        track_id=track.track_id, key_observations=observations(f, d, ph), interpretation=interp,
+        conclusion=conclusion(track, d), caption=" ".join(s.text for s in sents),
+        caption_sentences=sents, evidence=evidence_items(analysis, track, sorted(refs)),
+        decision=d.model_dump(), decided_by=decided_by, fallback_used=fallback_reason is not None,
+        fallback_reason=fallback_reason, withheld=withheld)
+
+
+# ------------------------------------------------------------------ answers
+def answer(analysis: Analysis, track: Track, a: Answer, tool_results: dict[str, dict], *,
+           seed: int = 0) -> tuple[str, list[str], list[float]]:
+    """The reply to a follow-up: the model's sentence (if faithful), then one sentence per
+    cited piece of evidence. Returns (text, withheld, times the answer is about)."""
+    f = ev.facts(analysis, track)
+    ph = _Phrases(analysis, track, seed)
+    facts_text, times = [], []
+    for ref in a.ref:
+        if ref in f.segments:
+            s = f.segments[ref]
+            acts, codes = _answer_actions(f, s.start, s.end, ph)
+            key = "answer_segment_image" if track.n <= 1 else "answer_segment"
+            facts_text.append(ph.one(key, start=_f(s.start), end=_f(s.end), subject=ph.subject,
+                                     state=ph.state(s.label), label=s.label,
+                                     prob=f"{s.mean_prob:.2f}", actions=acts))
+            times.append(s.start)
+        elif ref in f.events:
+            e = f.events[ref]
+            facts_text.append(ph.one("answer_event", au=e.au, name=e.name, start=_f(e.start),
+                                     end=_f(e.end), peak=f"{e.peak:.1f}", apex=_f(e.apex)))
+            times.append(e.start)
+        elif ref in tool_results:
+            text, when = _tool_sentence(f, tool_results[ref], ph)
+            facts_text.append(text)
+            times += when
+    if not facts_text:
+        facts_text.append(ph.one("answer_nothing", track=track.track_id))
+    withheld, lead = [], ""
+    if a.note:
+        # The emotions its sentence may name are those of the evidence it cites (or, citing
+        # none, any of the face's segments); the record's own label proves nothing.
+        allowed = {f.segments[r].label for r in a.ref if r in f.segments}
+        allowed |= {lab for r in a.ref if r in tool_results for lab in tool_results[r].get("emotions", {})
+                    if tool_results[r]["emotions"][lab] >= 0.2}
+        problems = faithfulness.check_words(a.note, analysis, track, allowed_labels=allowed,
+                                            scope=_scope(f, a, tool_results))
+        if problems:
+            withheld.append(f"the model's sentence {a.note!r} was withheld: {'; '.join(problems)}")
+        else:
+            lead = _sentence(a.note if a.note.endswith((".", "!", "?")) else a.note + ".")
+    text = " ".join([lead, *facts_text]).strip()
+    return text, withheld, times
+
+
+def _scope(f: FaceFacts, a: Answer, tool_results: dict[str, dict]) -> tuple[float, float] | None:
+    """The time span an answer is about, for checking the emotions its sentence names."""
+    spans = []
+    for r in a.ref:
+        if r in f.segments:
+            spans.append((f.segments[r].start, f.segments[r].end))
+        elif r in f.events:
+            spans.append((f.events[r].start, f.events[r].end))
+        elif r in tool_results and "start" in tool_results[r]:
+            spans.append((tool_results[r]["start"], tool_results[r]["end"]))
+    if not spans:
+        return None
+    return min(s for s, _ in spans), max(e for _, e in spans)
+
+
+def _answer_actions(f: FaceFacts, start: float, end: float, ph: _Phrases) -> tuple[str, list[str]]:
+    ids = [i for i in f.events_in(start, end) if f.events[i].au != "AU45"]
+    seen, chosen = set(), []
+    for i in ids:
+        if f.events[i].au not in seen:
+            seen.add(f.events[i].au)
+            chosen.append(i)
+        if len(chosen) == CAPTION_ACTIONS:
+            break
+    if not chosen:
+        return "", []
+    codes = ", ".join(f"{f.events[i].au} {f.events[i].peak:.1f}" for i in chosen)
+    return ph.one("answer_actions", actions=ph.listing([ph.action(f.events[i].au) for i in chosen]),
+                  codes=codes), chosen
+
+
+def _tool_sentence(f: FaceFacts, r: dict, ph: _Phrases) -> tuple[str, list[float]]:
+    """One sentence for a tool result (time_window/moment or compare_moments)."""
+    t = f.track
+    if "t1" in r:  # compare_moments
+        changes = []
+        for code, delta in sorted(r.get("au_change", {}).items(), key=lambda kv: -abs(kv[1]))[:3]:
+            verb = "rises" if delta > 0 else "falls"
+            changes.append(f"{code} ({AU_NAMES.get(code, code)}) {verb} by {abs(delta):.1f}")
+        emo = r.get("emotion_change", {})
+        if emo:
+            lab, dv = max(emo.items(), key=lambda kv: abs(kv[1]))
+            changes.append(f"{lab} {'gains' if dv > 0 else 'loses'} {abs(dv):.2f} in probability")
+        if not changes:
+            return ph.one("answer_compare_none", t1=_f(r["t1"]), t2=_f(r["t2"])), [r["t1"], r["t2"]]
+        return ph.one("answer_compare", t1=_f(r["t1"]), t2=_f(r["t2"]),
+                      changes=ph.listing(changes)), [r["t1"], r["t2"]]
+    centre = r.get("at", (r["start"] + r["end"]) / 2)
+    lab, prob = next(iter(r.get("emotions", {}).items()), ("no emotion reading", 0.0))
+    occl = ""
+    if r.get("occlusion", 0.0) >= ev.OCCLUDED:
+        occl = ph.one("answer_window_occluded", occlusion=f"{r['occlusion']:.2f}")
+    present = r.get("aus_present", {})
+    strongest = sorted(((c, v) for c, v in present.items() if c != "AU45"), key=lambda kv: -kv[1])
+    strongest = strongest[:CAPTION_ACTIONS]
+    text = ""
+    if strongest:
+        acts = ph.one("answer_actions", actions=ph.listing([ph.action(c) for c, _ in strongest]),
+                      codes=", ".join(f"{c} {v:.1f}" for c, v in strongest))
+        text = ph.one("answer_window", time=_f(centre), start=_f(r["start"]), end=_f(r["end"]),
+                      label=lab, prob=f"{prob:.2f}", actions=acts, occluded=occl)
+    else:
+        text = ph.one("answer_window_none", time=_f(centre), start=_f(r["start"]), end=_f(r["end"]),
+                      label=lab, prob=f"{prob:.2f}", occluded=occl)
+    if "note" in r:
+        text += " " + ph.one("answer_not_visible", track=t.track_id, start=_f(t.start), end=_f(t.end))
+    return text, [centre]

@@ -1,0 +1,150 @@
+"""Decision records, their per-face schemas, and the renderer that turns them into text.
+
+The renderer is where an answer is written: every number and span in the text must
+be the measurement the cited id points to, every caption sentence must be whole, and
+the model's own words must be shown only when the faithfulness check passes them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from agent_synthetic import make_analysis
+
+from agent import evidence as ev
+from agent import render
+from agent.decision import (
+    Answer,
+    Decision,
+    RecordError,
+    answer_schema,
+    decision_schema,
+    parse_answer,
+    parse_decision,
+    tool_schema,
+)
+from agent.schema import ExplainResult
+from agent.subtitles import subtitles
+
+A = make_analysis(faces=2)
+T0 = A.track(0)
+F0 = ev.facts(A, T0)
+
+
+def _ids(au: str) -> list[str]:
+    return [i for i, e in F0.events.items() if e.au == au]
+
+
+SMILE = Decision(label="happiness", conf=0.8, cite=[*_ids("AU12"), *_ids("AU06")], arc=["S1", "S2"],
+                 alt="surprise", why=[], note="")
+
+
+def test_ids_number_segments_and_events_in_time_order():
+    assert list(F0.segments) == ["S1", "S2"] and F0.segments["S2"].label == "happiness"
+    starts = [e.start for e in F0.events.values()]
+    assert starts == sorted(starts) and list(F0.events) == [f"E{k + 1}" for k in range(len(starts))]
+    text = ev.render(A, 0)
+    for i, e in F0.events.items():
+        assert f"{i} {e.au} {e.start:.1f}-{e.end:.1f} peak {e.peak:.1f}" in text
+
+
+def test_schema_enumerates_this_faces_ids_and_labels():
+    s = decision_schema(F0, A.emotion_labels)
+    props = s["properties"]
+    assert props["cite"]["items"]["enum"] == list(F0.events)
+    assert props["arc"]["items"]["enum"] == list(F0.segments)
+    assert props["label"]["enum"] == A.emotion_labels
+    a = answer_schema(["S1", "W1"], A.emotion_labels)
+    assert a["properties"]["ref"]["items"]["enum"] == ["S1", "W1"]
+    tools = {o["properties"]["tool"]["const"] for o in tool_schema()["anyOf"]}
+    assert {"moment", "time_window", "list_events", "compare_moments"} <= tools
+
+
+def test_parse_checks_the_record_against_the_face():
+    ok = parse_decision(json.dumps({**SMILE.model_dump(), "arc": ["S2", "S1"]}), F0, A.emotion_labels)
+    assert ok.arc == ["S1", "S2"]  # told in time order
+    for bad, needle in [({"cite": ["E99"]}, "E99"), ({"label": "joy"}, "label set"),
+                        ({"arc": []}, "arc is empty"), ({"conf": 3}, "conf")]:
+        with pytest.raises(RecordError, match=needle):
+            parse_decision({**SMILE.model_dump(), **bad}, F0, A.emotion_labels)
+    with pytest.raises(RecordError, match="not a JSON object"):
+        parse_decision("The face is happy.", F0, A.emotion_labels)
+    with pytest.raises(RecordError, match="W2"):
+        parse_answer({"ref": ["W2"], "label": None, "note": ""}, ["S1", "W1"], A.emotion_labels)
+
+
+def test_rendered_numbers_are_the_measurements():
+    e = render.explanation(A, T0, SMILE)
+    for o in e.key_observations:
+        (span,) = [s for s in F0.events.values() if s.au == o.au]
+        assert (o.intensity, o.start, o.end) == (round(span.peak, 1), round(span.start, 2), round(span.end, 2))
+    assert e.conclusion.label == "happiness" and e.conclusion.confidence == 0.8
+    val, aro = ev.mean_affect(T0)
+    assert e.conclusion.valence == round(val, 3)
+    assert "Duchenne" in e.interpretation  # AU06 overlaps the cited AU12
+    assert "neutral (0.0-1.9 s) -> happiness (2.0-6.0 s)" in e.interpretation
+    assert "Surprise was considered and set aside" in e.interpretation
+    text = e.to_text()
+    for m in re.finditer(r"(AU\d\d) \(([^)]+)\), intensity ([\d.]+), ([\d.]+)-([\d.]+) s", text):
+        (span,) = [s for s in F0.events.values() if s.au == m.group(1)]
+        assert float(m.group(3)) == round(span.peak, 1) and float(m.group(4)) == round(span.start, 1)
+
+
+def test_caption_follows_the_arc_in_whole_sentences():
+    e = render.explanation(A, T0, SMILE)
+    assert e.caption.startswith("At the beginning")
+    assert [s.text for s in e.caption_sentences] and all(s.text.endswith(".") for s in e.caption_sentences)
+    assert " ".join(s.text for s in e.caption_sentences) == e.caption
+    first, last = e.caption_sentences[0], e.caption_sentences[-1]
+    assert first.evidence[0] == "S1" and (first.start, first.end) == (0.0, 1.9)
+    assert any("S2" in s.evidence for s in e.caption_sentences)
+    assert "covered" in last.text and last.start == 4.0  # the hand over the face, 4.0-4.5 s
+    neutral_at = e.caption.index("neutral")
+    assert neutral_at < max(e.caption.find(w) for w in ("smil", "happy", "cheerful"))
+
+
+def test_a_faithful_note_is_shown_and_an_unfaithful_one_withheld():
+    good = render.explanation(A, T0, SMILE.model_copy(update={"note": "A felt smile builds after 2 s"}))
+    assert good.interpretation.endswith("A felt smile builds after 2 s.") and good.withheld == []
+    for note, why in [("AU12 suggests a pouting, unhappy mouth.", "opposite meaning"),
+                      ("She looks afraid.", "names fear"),
+                      ("AU23 (lip corner puller) pulls the lips.", "AU23")]:
+        e = render.explanation(A, T0, SMILE.model_copy(update={"note": note}))
+        assert note not in e.to_text() and len(e.withheld) == 1 and why in e.withheld[0], e.withheld
+
+
+def test_rule_out_says_only_what_emfacs_supports():
+    f1 = ev.facts(A, A.track(1))
+    brows = [i for i, e in f1.events.items() if e.au in ("AU01", "AU02")]
+    d = Decision(label="surprise", conf=0.7, cite=brows, arc=["S2"], alt="fear", why=brows, note="")
+    text = render.explanation(A, A.track(1), d).interpretation
+    # AU01/AU02 belong to fear as well: no claim that they are surprise's alone.
+    assert "Fear was considered and ruled out on AU0" in text and "facial pattern" not in text
+
+
+def test_answers_name_the_time_and_what_the_face_does():
+    text, withheld, times = render.answer(A, T0, Answer(ref=["S2"], label="happiness", note=""), {})
+    assert text.startswith("From 2.0 to 6.0 s face 0 shows") and "AU12 3.2" in text
+    assert times == [2.0] and withheld == []
+    window = {"id": "W1", "start": 2.5, "end": 3.5, "at": 3.0, "label": "happiness",
+              "emotions": {"happiness": 0.8}, "aus_present": {"AU12": 3.0, "AU06": 2.0}, "occlusion": 0.0}
+    text, _, times = render.answer(A, T0, Answer(ref=["W1"], label="happiness",
+                                                 note="She is smiling, not crying."), {"W1": window})
+    assert text.startswith("She is smiling, not crying. At 3.0 s (2.5-3.5 s)") and times == [3.0]
+    text, withheld, _ = render.answer(A, T0, Answer(ref=["W1"], label=None, note="She is furious."),
+                                      {"W1": window})
+    assert "furious" not in text and withheld
+
+
+def test_subtitles_carry_each_caption_sentence_and_its_span():
+    e = render.explanation(A, T0, SMILE)
+    result = ExplainResult(analysis=make_analysis(faces=1), explanations=[e], text=e.to_text())
+    srt = subtitles(result, "srt")
+    assert srt.count(" --> ") == len(e.caption_sentences)
+    assert "00:00:00,000 --> 00:00:01,900\nAt the beginning" in srt
+    vtt = subtitles(result, "vtt")
+    assert vtt.startswith("WEBVTT") and "00:00:00.000 --> 00:00:01.900" in vtt
+    with pytest.raises(ValueError, match="srt or vtt"):
+        subtitles(result, "ass")
