@@ -16,6 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=float, default=None, help="frames per second to analyse (default: every frame)")
     p.add_argument("--max-faces", type=int, default=8, help="most faces per frame (default 8)")
     p.add_argument("--landmarks", action="store_true", help="include the 478 landmarks in the JSON")
+    p.add_argument("--srt", metavar="F", help="write the rule-based caption as SubRip subtitles "
+                                              "(`facereason explain --srt` writes the model's)")
+    p.add_argument("--vtt", metavar="F", help="the same as WebVTT subtitles")
     p.set_defaults(func=run_analyze)
 
     a = sub.add_parser("assets", help="list or fetch the offline model files and test media")
@@ -48,6 +51,14 @@ def run_analyze(args: argparse.Namespace) -> int:
 
         for written in plot_analysis(analysis, args.plot):
             print(f"wrote {written}")
+    if args.srt or args.vtt:
+        from agent import subtitles
+        from agent.graph import result_from_analysis
+
+        result = result_from_analysis(analysis)
+        for fmt in ("srt", "vtt"):
+            if getattr(args, fmt):
+                print(f"wrote {subtitles.write(result, getattr(args, fmt), fmt)}")
     return 0
 
 
