@@ -163,22 +163,24 @@ def is_tool_request(obj: dict) -> bool:
     return "tool" in obj
 
 
-def parse_tool_request(obj: dict) -> ToolRequest:
+def _validate(cls: type[_Record], obj: dict | str, what: str):
+    """The record of type `cls` in `obj` (a reply's text or its JSON object), or RecordError."""
+    if isinstance(obj, str):
+        obj = _load(obj)
     try:
-        return ToolRequest.model_validate(obj)
+        return cls.model_validate(obj)
     except ValidationError as exc:
-        raise RecordError(f"not a valid tool request: {exc.errors()[0]['msg']}") from None
+        e = exc.errors()[0]
+        raise RecordError(f"not a valid {what} ({'.'.join(map(str, e['loc']))}: {e['msg']})") from None
+
+
+def parse_tool_request(obj: dict) -> ToolRequest:
+    return _validate(ToolRequest, obj, "tool request")
 
 
 def parse_decision(obj: dict | str, f: FaceFacts, labels: list[str]) -> Decision:
     """A Decision checked against this face: known label, existing ids, arc in time order."""
-    if isinstance(obj, str):
-        obj = _load(obj)
-    try:
-        d = Decision.model_validate(obj)
-    except ValidationError as exc:
-        e = exc.errors()[0]
-        raise RecordError(f"not a valid decision ({'.'.join(map(str, e['loc']))}: {e['msg']})") from None
+    d = _validate(Decision, obj, "decision")
     if d.label not in labels:
         raise RecordError(f"label '{d.label}' is not in the label set")
     if d.alt is not None and d.alt not in labels:
@@ -196,13 +198,8 @@ def parse_decision(obj: dict | str, f: FaceFacts, labels: list[str]) -> Decision
 
 
 def parse_answer(obj: dict | str, refs: list[str], labels: list[str]) -> Answer:
-    if isinstance(obj, str):
-        obj = _load(obj)
-    try:
-        a = Answer.model_validate(obj)
-    except ValidationError as exc:
-        e = exc.errors()[0]
-        raise RecordError(f"not a valid answer ({'.'.join(map(str, e['loc']))}: {e['msg']})") from None
+    """An Answer whose ids are among `refs` (the face's and its tool results')."""
+    a = _validate(Answer, obj, "answer")
     if a.label is not None and a.label not in labels:
         raise RecordError(f"label '{a.label}' is not in the label set")
     return a.model_copy(update={"ref": _check_ids("ref", a.ref, set(refs))[:MAX_CITE],

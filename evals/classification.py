@@ -188,11 +188,11 @@ def explanation_metrics(records: Iterable[Mapping], observed: Sequence[Iterable[
     fully_faithful_share = records with no violation of the agent's faithfulness
     check (agent.faithfulness.check, run on the record's "analysis" when it has one).
     """
-    from agent.faithfulness import check
-    from tools.analysis import Analysis
     from pydantic import ValidationError
 
+    from agent.faithfulness import check
     from agent.schema import Explanation, ParseError, parse_explanation
+    from tools.analysis import Analysis
 
     recs = list(records)
     rows = []

@@ -184,22 +184,20 @@ def faithfulness_reward(completions: list[Completion], analysis: Sequence[str] |
 def caption_emotions(caption: str) -> list[str]:
     """The emotion labels a caption asserts, in reading order, repeats collapsed (the
     lexicon and negation rules of agent.faithfulness.emotion_mentions)."""
-    seq: list[str] = []
-    for _, lab, negated in faithfulness.emotion_mentions(caption):
-        if not negated and (not seq or seq[-1] != lab):
-            seq.append(lab)
-    return seq
+    return collapse([lab for _, lab, negated in faithfulness.emotion_mentions(caption) if not negated])
+
+
+def collapse(labels: Sequence[str]) -> list[str]:
+    """A label sequence with consecutive repeats told once."""
+    out: list[str] = []
+    for x in labels:
+        if not out or out[-1] != x:
+            out.append(x)
+    return out
 
 
 def order_score(predicted: Sequence[str], truth: Sequence[str]) -> float:
     """|LCS| / max(len) of two label sequences (repeats collapsed); 1.0 when both are empty."""
-    def collapse(s):
-        out = []
-        for x in s:
-            if not out or out[-1] != x:
-                out.append(x)
-        return out
-
     a, b = collapse([str(x).lower() for x in predicted]), collapse([str(x).lower() for x in truth])
     if not a and not b:
         return 1.0

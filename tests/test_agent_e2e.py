@@ -13,16 +13,9 @@ from agent import evidence as ev
 from agent.faithfulness import check
 from agent.schema import HEADERS, parse_explanation
 from finetune.rewards import caption_emotions
+from finetune.rewards import collapse as _collapse
 
 PHOTOS = ["0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg"]
-
-
-def _collapse(labels):
-    out = []
-    for x in labels:
-        if not out or out[-1] != x:
-            out.append(x)
-    return out
 
 
 def _is_subsequence(small, big) -> bool:

@@ -10,16 +10,9 @@ from agent import engine, faithfulness
 from agent import evidence as ev
 from agent.schema import HEADERS, parse_explanation
 from finetune.rewards import caption_emotions
+from finetune.rewards import collapse as _collapse
 
 REAL = ["single_face.mp4", "WolfgangLanger_Pexels.mp4"]
-
-
-def _collapse(labels):
-    out = []
-    for x in labels:
-        if not out or out[-1] != x:
-            out.append(x)
-    return out
 
 
 def test_synthetic_two_faces():
