@@ -1,5 +1,9 @@
 """Multi-turn chat about one analysed video, through the same agent loop as `explain`.
 
+Each question is answered from the face's evidence and the explanation's decision
+(a follow-up such as "and at 12 s?" names what it asks about); the session keeps
+the conversation for the page and the API.
+
 `ChatSession.start(source_or_result)` keeps the analysis, the explanation and the
 conversation; `chat(session, question)` runs one answer task (agent/graph.py):
 the model may look closer with a tool (a moment, a window, the events of an
@@ -104,10 +108,6 @@ class ChatSession:
         exp = next((e for e in self.result.explanations if e.track_id == track_id), None)
         return Decision.model_validate(exp.decision) if exp is not None and exp.decision else None
 
-    def previous(self, track_id: int) -> tuple[str, str] | None:
-        turns = [h for h in self.history if h.get("track_id") == track_id]
-        return (turns[-1]["question"], turns[-1]["answer"]) if turns else None
-
 
 def _pick_track(session: ChatSession, question: str) -> int | None:
     ids = [t.track_id for t in session.analysis.tracks]
@@ -131,8 +131,8 @@ def chat(session: ChatSession, question: str, *, on_token: TokenFn | None = None
         session.history.append({"track_id": None, "question": question, "answer": text})
         return ChatAnswer(text=text)
     task = answer_task(a, track_id, question, session.decision(track_id),
-                       previous=session.previous(track_id), source_path=session.source_path,
-                       on_token=on_token, max_new_tokens=max_new_tokens)
+                       source_path=session.source_path, on_token=on_token,
+                       max_new_tokens=max_new_tokens)
     run_tasks([task], session.get_backend(), seed=session.seed)
     text, withheld, times, fell = answer_of(task, question, session.seed)
     track = a.track(track_id)

@@ -71,17 +71,18 @@ def decide_messages(analysis: Analysis, track_id: int) -> list[dict]:
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-def answer_messages(analysis: Analysis, track_id: int, question: str, decision: Decision | None,
-                    previous: tuple[str, str] | None = None) -> list[dict]:
-    """The opening turns for answering a question about one face."""
+def answer_messages(analysis: Analysis, track_id: int, question: str,
+                    decision: Decision | None) -> list[dict]:
+    """The opening turns for answering a question about one face: its evidence, the decision
+    of its explanation and the question (each question stands on its own: a follow-up such
+    as "and at 12 s?" names what it asks about)."""
     track = analysis.track(track_id)
     reading = engine.conclude(analysis, track).label
     system = prompts.render("answer_system", labels=", ".join(analysis.emotion_labels),
                             tools=tool_lines())
-    prev = prompts.render("answer_previous", question=previous[0], answer=previous[1]) if previous else ""
     user = prompts.render("answer_user", evidence=ev.render(analysis, track_id, {track_id: reading}),
                           decision=decision.to_json() if decision else "none",
-                          previous=prev, track_id=track_id, question=_one_line(question))
+                          track_id=track_id, question=_one_line(question))
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
@@ -225,10 +226,9 @@ def decide_task(analysis: Analysis, track_id: int, *, source_path: Path | None =
 
 
 def answer_task(analysis: Analysis, track_id: int, question: str, decision: Decision | None, *,
-                previous: tuple[str, str] | None = None, source_path: Path | None = None,
-                on_token: TokenFn | None = None, max_new_tokens: int = MAX_NEW_TOKENS) -> Task:
-    return Task(analysis, track_id, "answer",
-                answer_messages(analysis, track_id, question, decision, previous),
+                source_path: Path | None = None, on_token: TokenFn | None = None,
+                max_new_tokens: int = MAX_NEW_TOKENS) -> Task:
+    return Task(analysis, track_id, "answer", answer_messages(analysis, track_id, question, decision),
                 Toolbox(analysis, track_id, source_path), None, on_token, max_new_tokens)
 
 

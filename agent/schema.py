@@ -87,7 +87,9 @@ class Explanation(_Model):
 
     def to_text(self) -> str:
         """The ExpLLM-style layout that models are trained to write."""
-        obs = [prompts.fill(prompts.load_yaml("format")["observation_line"],
+        fmt = prompts.load_yaml("format")
+        # A still (one frame: start == end) has no span to state.
+        obs = [prompts.fill(fmt["observation_still" if o.start == o.end else "observation_line"],
                             au=o.au, name=o.name or AU_NAMES.get(o.au, o.au),
                             intensity=f"{o.intensity:.1f}", start=f"{o.start:.1f}",
                             end=f"{o.end:.1f}", suggests=o.suggests)

@@ -148,7 +148,7 @@ def test_chat_names_the_moment_the_model_looked_at():
     assert not ans.fallback_used and ans.record["ref"] == ["W1"]
     assert ans.text.startswith("The person is smiling there. At 3.0 s (2.5-3.5 s)")
     assert ans.frame_time == 3.0 and ans.tool_calls[0]["name"] == "moment"
-    # The earlier decision and question go into the next turn's prompt.
+    # The explanation's decision goes into the question's prompt.
     assert '"label":"happiness"' in be.seen[1][1]["content"]
 
 

@@ -138,7 +138,7 @@ def test_chat_through_server():
         # AU04 was never measured: the model's sentence is withheld, the measured facts remain.
         assert a2.withheld and "AU04" not in a2.text and "AU12" in a2.text
         assert len(s.history) == 2
-        assert "Previous question: what happens at second 3?" in srv.requests[2]["messages"][1]["content"]
+        assert "and is there a frown at 3 s?" in srv.requests[2]["messages"][1]["content"]
 
 
 def test_cli_explain_with_openai_backend(tmp_path, capsys, media):

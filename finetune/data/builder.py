@@ -67,9 +67,8 @@ def decide_conversation(analysis: Analysis, track_id: int, decision: Decision, *
     return [*msgs, {"role": "assistant", "content": decision.to_json()}]
 
 
-def answer_conversation(analysis: Analysis, track_id: int, decision: Decision, qa: targets.QA,
-                        previous: tuple[str, str] | None = None) -> list[dict]:
-    msgs = answer_messages(analysis, track_id, qa.question, decision, previous)
+def answer_conversation(analysis: Analysis, track_id: int, decision: Decision, qa: targets.QA) -> list[dict]:
+    msgs = answer_messages(analysis, track_id, qa.question, decision)
     if qa.tool is not None:
         msgs = with_tool(analysis, track_id, msgs, qa.tool)
     return [*msgs, {"role": "assistant", "content": qa.answer.to_json()}]
@@ -99,13 +98,10 @@ def records(analysis: Analysis, track_id: int, *, id: str, source: str, clip_id:
     msgs = decide_conversation(analysis, track_id, decision, seed=seed, tool_share=tool_share)
     rows = [{**base, "id": id, "kind": "decide", "messages": msgs, "prompt": msgs[:-1]}]
     rng = random.Random(f"qa:{seed}:{track_id}")
-    previous = None
     for k, qa in enumerate(targets.questions(analysis, track_id, decision, rng, n=questions)):
-        msgs = answer_conversation(analysis, track_id, decision, qa, previous)
+        msgs = answer_conversation(analysis, track_id, decision, qa)
         rows.append({**base, "id": f"{id}_q{k + 1}", "kind": "answer", "messages": msgs,
                      "prompt": msgs[:-1]})
-        if rng.random() < 0.5:  # the next question follows up on this one
-            previous = (qa.question, qa.answer.note or qa.question)
     return rows
 
 
