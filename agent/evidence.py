@@ -8,6 +8,7 @@ segments, the views fall back on the raw series so the agent still has facts.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -182,10 +183,15 @@ SHOWN_SEGMENTS = 10
 
 @dataclass(frozen=True)
 class FaceFacts:
-    """One face's segments and AU events with the ids the model cites (S1.., E1..).
+    """One face's segments and AU events with the ids the model cites.
 
-    Ids number segments and events in time order over the whole track, so the same
-    id means the same measurement in the prompt, in tool results and in a decision.
+    An id says what it names: `happiness1` is the face's longest happiness segment,
+    `happiness2` the next longest; `AU12a` is its strongest AU12 activation, `AU12b`
+    the next. A small model picks "the smile" by writing AU12 and happiness, rather
+    than by finding which opaque number sits on that line of the prompt (with ids
+    E1, E2... in time order it learned to cite the first few, whatever they were).
+    The dicts are in time order; the same id means the same measurement in the
+    prompt, in tool results and in a decision.
     """
 
     track: Track
@@ -210,21 +216,38 @@ class FaceFacts:
         hits = [i for i, e in self.events.items() if e.start - tol <= end and e.end + tol >= start]
         return sorted(hits, key=lambda i: -self.events[i].peak)
 
-    def segment_at(self, t: float) -> str | None:
-        best = None
-        for i, s in self.segments.items():
-            if s.start - TIME_TOLERANCE_S <= t <= s.end + TIME_TOLERANCE_S:
-                if best is None or abs((s.start + s.end) / 2 - t) < abs(
-                        (self.segments[best].start + self.segments[best].end) / 2 - t):
-                    best = i
-        return best
+
+def _letters(k: int) -> str:
+    """0 -> a, 25 -> z, 26 -> aa ..."""
+    out = ""
+    k += 1
+    while k:
+        k, r = divmod(k - 1, 26)
+        out = chr(97 + r) + out
+    return out
+
+
+def _ranked(items: list, key, rank_by) -> dict:
+    """{item index: rank within its group (0 = first by rank_by)}."""
+    groups: dict = {}
+    for i, x in enumerate(items):
+        groups.setdefault(key(x), []).append(i)
+    ranks = {}
+    for members in groups.values():
+        for r, i in enumerate(sorted(members, key=lambda i: rank_by(items[i]))):
+            ranks[i] = r
+    return ranks
 
 
 def facts(analysis: Analysis, track: Track) -> FaceFacts:
     segs = segments(analysis, track)
     spans = sorted(au_spans(analysis, track), key=lambda s: (s.start, -s.peak, s.au))
-    return FaceFacts(track=track, segments={f"S{k + 1}": s for k, s in enumerate(segs)},
-                     events={f"E{k + 1}": e for k, e in enumerate(spans)})
+    seg_rank = _ranked(segs, lambda s: s.label, lambda s: (-(s.end - s.start), s.start))
+    ev_rank = _ranked(spans, lambda e: e.au, lambda e: (-e.peak, e.start))
+    name = [re.sub(r"\W+", "_", s.label) for s in segs]
+    return FaceFacts(track=track,
+                     segments={f"{name[k]}{seg_rank[k] + 1}": s for k, s in enumerate(segs)},
+                     events={f"{e.au}{_letters(ev_rank[k])}": e for k, e in enumerate(spans)})
 
 
 def _join(items: list[str], limit: int) -> str:
@@ -243,7 +266,7 @@ def render_track(analysis: Analysis, track: Track, reading: str | None = None) -
     f = facts(analysis, track)
     occ = occluded_spans(track)
     occ_text = prompts.fill(p["occluded_spans"], spans=", ".join(
-        f"{_f(a)}-{_f(b)}" for a, b in occ[:4])) if occ else ""
+        _f(a) if b - a < 0.05 else f"{_f(a)}-{_f(b)}" for a, b in occ[:4])) if occ else ""
     val, aro = mean_affect(track)
     lines = [prompts.fill(p["face"], track=track.track_id, start=_f(track.start), end=_f(track.end),
                           occluded=f"{occluded_share(track):.0%}", occluded_spans=occ_text,

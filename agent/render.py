@@ -44,8 +44,11 @@ class _Phrases:
     one = pick
 
     def state(self, label: str) -> str:
+        """A phrase for the label's look, not the one used just before (if the bank has more)."""
         bank = self.emos.get(label) or self.emos["_default"]
-        return prompts.fill(self.rng.choice(bank["state"]), label=label)
+        options = [p for p in bank["state"] if p != getattr(self, "_last_state", None)] or bank["state"]
+        self._last_state = self.rng.choice(options)
+        return prompts.fill(self._last_state, label=label)
 
     def suggests(self, au: str, label: str) -> str:
         cue = self.cues.get(au)

@@ -19,9 +19,9 @@ def test_synthetic_two_faces():
     a = make_analysis(faces=2)
     d0, d1 = (engine.decide(a, t) for t in a.tracks)
     f0 = ev.facts(a, a.track(0))
-    assert d0.label == "happiness" and d0.arc == ["S1", "S2"]
+    assert d0.label == "happiness" and d0.arc == ["neutral1", "happiness1"]
     assert {f0.events[i].au for i in d0.cite} == {"AU06", "AU12"}  # happiness's own AUs, not the blink
-    assert d1.label == "surprise" and d1.arc == ["S1", "S2", "S3"]
+    assert d1.label == "surprise" and d1.arc == ["neutral2", "surprise1", "neutral1"]
     for e in engine.explain(a):
         assert faithfulness.check(e, a) == [] and e.decided_by == "engine" and not e.fallback_used
         for h in HEADERS:

@@ -21,7 +21,7 @@ from agent.graph import MAX_TOOL_ROUNDS
 A = make_analysis(faces=1)
 F0 = ev.facts(A, A.track(0))
 SMILE_IDS = [i for i, e in F0.events.items() if e.au in ("AU06", "AU12")]
-GOOD = Decision(label="happiness", conf=0.8, cite=SMILE_IDS, arc=["S1", "S2"], alt=None, why=[],
+GOOD = Decision(label="happiness", conf=0.8, cite=SMILE_IDS, arc=["neutral1", "happiness1"], alt=None, why=[],
                 note="").to_json()
 CALL = json.dumps({"tool": "moment", "args": {"t": 3}})
 
@@ -80,12 +80,12 @@ def test_tool_round_feeds_result_back():
 
 
 def test_an_invalid_record_gets_one_repair():
-    bad = GOOD.replace(SMILE_IDS[0], "E99")
+    bad = GOOD.replace(SMILE_IDS[0], "AU99z")
     be = ScriptedBackend([bad, GOOD])
     r = explain(A, backend=be)
     assert not r.explanations[0].fallback_used
     repair = be.seen[1][-1]
-    assert repair["role"] == "user" and "E99" in repair["content"]
+    assert repair["role"] == "user" and "AU99z" in repair["content"]
 
 
 def test_two_failures_fall_back_to_engine():
@@ -115,7 +115,7 @@ def test_backend_error_falls_back():
 def test_faces_are_decided_in_one_batch():
     a = make_analysis(faces=2)
     f1 = ev.facts(a, a.track(1))
-    surprise = Decision(label="surprise", conf=0.7, cite=list(f1.events)[:2], arc=["S2"]).to_json()
+    surprise = Decision(label="surprise", conf=0.7, cite=list(f1.events)[:2], arc=["surprise1"]).to_json()
     be = ScriptedBackend([GOOD, surprise])
     r = explain(a, backend=be)
     assert len(be.batches) == 1 and len(be.batches[0]) == 2
@@ -125,7 +125,7 @@ def test_faces_are_decided_in_one_batch():
 
 
 def test_a_question_is_answered_in_its_own_line():
-    answer = json.dumps({"ref": ["S2"], "label": "happiness", "note": ""})
+    answer = json.dumps({"ref": ["happiness1"], "label": "happiness", "note": ""})
     be = ScriptedBackend([GOOD, answer])
     r = explain(A, backend=be, question="When does the smile start?")
     (e,) = r.explanations

@@ -18,7 +18,7 @@ from agent.decision import Decision
 A = make_analysis(faces=1)
 F0 = ev.facts(A, A.track(0))
 GOOD = Decision(label="happiness", conf=0.8, cite=[i for i, e in F0.events.items() if e.au == "AU12"],
-                arc=["S1", "S2"]).to_json()
+                arc=["neutral1", "happiness1"]).to_json()
 MSGS = [{"role": "user", "content": "hi"}]
 
 

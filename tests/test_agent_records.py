@@ -37,17 +37,32 @@ def _ids(au: str) -> list[str]:
     return [i for i, e in F0.events.items() if e.au == au]
 
 
-SMILE = Decision(label="happiness", conf=0.8, cite=[*_ids("AU12"), *_ids("AU06")], arc=["S1", "S2"],
+SMILE = Decision(label="happiness", conf=0.8, cite=[*_ids("AU12"), *_ids("AU06")], arc=["neutral1", "happiness1"],
                  alt="surprise", why=[], note="")
 
 
-def test_ids_number_segments_and_events_in_time_order():
-    assert list(F0.segments) == ["S1", "S2"] and F0.segments["S2"].label == "happiness"
+def test_ids_say_what_they_name():
+    assert list(F0.segments) == ["neutral1", "happiness1"] and F0.segments["happiness1"].label == "happiness"
     starts = [e.start for e in F0.events.values()]
-    assert starts == sorted(starts) and list(F0.events) == [f"E{k + 1}" for k in range(len(starts))]
+    assert starts == sorted(starts) and list(F0.events) == ["AU45a", "AU12a", "AU06a"]
     text = ev.render(A, 0)
     for i, e in F0.events.items():
-        assert f"{i} {e.au} {e.start:.1f}-{e.end:.1f} peak {e.peak:.1f}" in text
+        assert f"{i} {e.start:.1f}-{e.end:.1f} peak {e.peak:.1f}" in text
+    # Face 1 rests twice: its neutral stretches are ranked by length.
+    f1 = ev.facts(A, A.track(1))
+    assert list(f1.segments) == ["neutral2", "surprise1", "neutral1"]
+    dur = {i: s.end - s.start for i, s in f1.segments.items()}
+    assert dur["neutral1"] >= dur["neutral2"]
+
+
+def test_a_second_activation_of_an_au_gets_the_next_letter():
+    from agent_synthetic import make_track
+
+    t = make_track(0, 0.0, 6.0, events=[("AU12", 0.5, 1.0, 1.5, 1.5), ("AU12", 3.0, 4.0, 5.0, 3.0)],
+                   segments=[("happiness", 0.0, 6.0, 0.8)])
+    a = make_analysis(faces=1).model_copy(update={"tracks": [t]})
+    f = ev.facts(a, t)
+    assert list(f.events) == ["AU12b", "AU12a"] and f.events["AU12a"].peak == 3.0
 
 
 def test_schema_enumerates_this_faces_ids_and_labels():
@@ -56,23 +71,24 @@ def test_schema_enumerates_this_faces_ids_and_labels():
     assert props["cite"]["items"]["enum"] == list(F0.events)
     assert props["arc"]["items"]["enum"] == list(F0.segments)
     assert props["label"]["enum"] == A.emotion_labels
-    a = answer_schema(["S1", "W1"], A.emotion_labels)
-    assert a["properties"]["ref"]["items"]["enum"] == ["S1", "W1"]
+    a = answer_schema(["neutral1", "W1"], A.emotion_labels)
+    assert a["properties"]["ref"]["items"]["enum"] == ["neutral1", "W1"]
     tools = {o["properties"]["tool"]["const"] for o in tool_schema()["anyOf"]}
     assert {"moment", "time_window", "list_events", "compare_moments"} <= tools
 
 
 def test_parse_checks_the_record_against_the_face():
-    ok = parse_decision(json.dumps({**SMILE.model_dump(), "arc": ["S2", "S1"]}), F0, A.emotion_labels)
-    assert ok.arc == ["S1", "S2"]  # told in time order
-    for bad, needle in [({"cite": ["E99"]}, "E99"), ({"label": "joy"}, "label set"),
+    ok = parse_decision(json.dumps({**SMILE.model_dump(), "arc": ["happiness1", "neutral1"]}), F0,
+                        A.emotion_labels)
+    assert ok.arc == ["neutral1", "happiness1"]  # told in time order
+    for bad, needle in [({"cite": ["AU04a"]}, "AU04a"), ({"label": "joy"}, "label set"),
                         ({"arc": []}, "arc is empty"), ({"conf": 3}, "conf")]:
         with pytest.raises(RecordError, match=needle):
             parse_decision({**SMILE.model_dump(), **bad}, F0, A.emotion_labels)
     with pytest.raises(RecordError, match="not a JSON object"):
         parse_decision("The face is happy.", F0, A.emotion_labels)
     with pytest.raises(RecordError, match="W2"):
-        parse_answer({"ref": ["W2"], "label": None, "note": ""}, ["S1", "W1"], A.emotion_labels)
+        parse_answer({"ref": ["W2"], "label": None, "note": ""}, ["neutral1", "W1"], A.emotion_labels)
 
 
 def test_rendered_numbers_are_the_measurements():
@@ -98,8 +114,8 @@ def test_caption_follows_the_arc_in_whole_sentences():
     assert [s.text for s in e.caption_sentences] and all(s.text.endswith(".") for s in e.caption_sentences)
     assert " ".join(s.text for s in e.caption_sentences) == e.caption
     first, last = e.caption_sentences[0], e.caption_sentences[-1]
-    assert first.evidence[0] == "S1" and (first.start, first.end) == (0.0, 1.9)
-    assert any("S2" in s.evidence for s in e.caption_sentences)
+    assert first.evidence[0] == "neutral1" and (first.start, first.end) == (0.0, 1.9)
+    assert any("happiness1" in s.evidence for s in e.caption_sentences)
     assert "covered" in last.text and last.start == 4.0  # the hand over the face, 4.0-4.5 s
     neutral_at = e.caption.index("neutral")
     assert neutral_at < max(e.caption.find(w) for w in ("smil", "happy", "cheerful"))
@@ -118,14 +134,14 @@ def test_a_faithful_note_is_shown_and_an_unfaithful_one_withheld():
 def test_rule_out_says_only_what_emfacs_supports():
     f1 = ev.facts(A, A.track(1))
     brows = [i for i, e in f1.events.items() if e.au in ("AU01", "AU02")]
-    d = Decision(label="surprise", conf=0.7, cite=brows, arc=["S2"], alt="fear", why=brows, note="")
+    d = Decision(label="surprise", conf=0.7, cite=brows, arc=["surprise1"], alt="fear", why=brows, note="")
     text = render.explanation(A, A.track(1), d).interpretation
     # AU01/AU02 belong to fear as well: no claim that they are surprise's alone.
     assert "Fear was considered and ruled out on AU0" in text and "facial pattern" not in text
 
 
 def test_answers_name_the_time_and_what_the_face_does():
-    text, withheld, times = render.answer(A, T0, Answer(ref=["S2"], label="happiness", note=""), {})
+    text, withheld, times = render.answer(A, T0, Answer(ref=["happiness1"], label="happiness", note=""), {})
     assert text.startswith("From 2.0 to 6.0 s face 0 shows") and "AU12 3.2" in text
     assert times == [2.0] and withheld == []
     window = {"id": "W1", "start": 2.5, "end": 3.5, "at": 3.0, "label": "happiness",

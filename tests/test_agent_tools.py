@@ -51,9 +51,9 @@ def test_list_events_uses_the_faces_event_ids():
     a = make_analysis(faces=1)
     box = Toolbox(a)
     allev = box.call(R(tool="list_events", args={}))
-    assert [(e["id"], e["au"]) for e in allev["events"]] == [("E1", "AU45"), ("E2", "AU12"), ("E3", "AU06")]
+    assert [(e["id"], e["au"]) for e in allev["events"]] == [("AU45a", "AU45"), ("AU12a", "AU12"), ("AU06a", "AU06")]
     only = box.call(R(tool="list_events", args={"au": "au12"}))
-    assert [e["id"] for e in only["events"]] == ["E2"]
+    assert [e["id"] for e in only["events"]] == ["AU12a"]
     late = box.call(R(tool="list_events", args={"start": 5.4, "end": 6.0}))
     assert {e["au"] for e in late["events"]} == {"AU12", "AU06"}
     assert box.results == {}  # events keep their own ids: nothing new to cite
@@ -63,8 +63,8 @@ def test_inspect_face_and_context_offline():
     a = make_analysis(faces=2)
     box = Toolbox(a)
     f = box.call(R(tool="inspect_face", args={"track_id": 1}))
-    assert [(s["id"], s["label"]) for s in f["segments"]] == [("S1", "neutral"), ("S2", "surprise"),
-                                                              ("S3", "neutral")]
+    assert [(s["id"], s["label"]) for s in f["segments"]] == [("neutral2", "neutral"), ("surprise1", "surprise"),
+                                                              ("neutral1", "neutral")]
     assert f["other_faces"] == [0]
     ctx = box.call(R(tool="clip_context", args={}))
     assert ctx["status"] == "off"  # no path to score and nothing scored: says so

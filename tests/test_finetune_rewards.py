@@ -13,8 +13,8 @@ A = make_analysis(faces=1)
 AJ = A.to_json()
 F0 = ev.facts(A, A.track(0))
 SMILE = [i for i, e in F0.events.items() if e.au in ("AU06", "AU12")]
-GOOD = Decision(label="happiness", conf=0.8, cite=SMILE, arc=["S1", "S2"]).to_json()
-BAD_IDS = GOOD.replace(SMILE[0], "E99")
+GOOD = Decision(label="happiness", conf=0.8, cite=SMILE, arc=["neutral1", "happiness1"]).to_json()
+BAD_IDS = GOOD.replace(SMILE[0], "AU99z")
 COLS = {"analysis": [AJ], "track_id": [0]}
 
 
@@ -42,14 +42,14 @@ def test_au():
     # one of two cited is true, three true: F1 = 2*1/(2+3) = 0.4 -> 2*0.4-1 = -0.2
     assert R.au_reward([GOOD], aus=[["AU12", "AU25", "AU26"]], **COLS)[0] == pytest.approx(-0.2)
     assert R.au_reward([GOOD], aus=[["AU04"]], **COLS) == [-1.0]
-    none = Decision(label="neutral", conf=0.8, cite=[], arc=["S1"]).to_json()
+    none = Decision(label="neutral", conf=0.8, cite=[], arc=["neutral1"]).to_json()
     # neutral truth: citing nothing is right
     assert R.au_reward([none, GOOD], aus=[[], []], **cols(2)) == [1.0, -1.0]
     assert R.au_reward([GOOD], aus=[["AU 6", "AU12"]], **COLS) == [1.0]
 
 
 def test_faithfulness_judges_the_models_own_words():
-    noted = lambda note: Decision(label="happiness", conf=0.8, cite=SMILE, arc=["S1", "S2"],  # noqa: E731
+    noted = lambda note: Decision(label="happiness", conf=0.8, cite=SMILE, arc=["neutral1", "happiness1"],  # noqa: E731
                                   note=note).to_json()
     assert R.faithfulness_reward([GOOD, noted("A felt smile.")], **cols(2)) == [0.0, 0.0]
     assert R.faithfulness_reward([noted("AU12 suggests an unhappy mouth."), noted("She looks afraid.")],
@@ -58,7 +58,7 @@ def test_faithfulness_judges_the_models_own_words():
 
 def test_caption_order_is_scored_on_the_rendered_caption():
     assert R.caption_order_reward([GOOD], segment_order=[["neutral", "happiness"]], **COLS) == [1.0]
-    only_smile = Decision(label="happiness", conf=0.8, cite=SMILE, arc=["S2"]).to_json()
+    only_smile = Decision(label="happiness", conf=0.8, cite=SMILE, arc=["happiness1"]).to_json()
     assert R.caption_order_reward([only_smile], segment_order=[["neutral", "happiness"]], **COLS) == [0.5]
     assert R.caption_order_reward([BAD_IDS], segment_order=[["neutral"]], **COLS) == [0.0]
 

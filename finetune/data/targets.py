@@ -69,27 +69,27 @@ def arc_for(f: ev.FaceFacts, order: list[str]) -> list[str]:
 
 
 def cite_for(f: ev.FaceFacts, label: str, true_aus: list[str]) -> list[str]:
-    """Each true AU's strongest event (none for a neutral face), at most MAX_CITE."""
+    """Each true AU's strongest event (none for a neutral face), at most MAX_CITE, strongest
+    first (the renderer tells them in time order)."""
     if label == NEUTRAL:
         return []
     best: dict[str, str] = {}
     for eid, e in sorted(f.events.items(), key=lambda kv: -kv[1].peak):
         if e.au in true_aus:
             best.setdefault(e.au, eid)
-    chosen = sorted(best.values(), key=lambda i: -f.events[i].peak)[:MAX_CITE]
-    return sorted(chosen, key=lambda i: f.events[i].start)
+    return sorted(best.values(), key=lambda i: -f.events[i].peak)[:MAX_CITE]
 
 
 def _note(analysis: Analysis, track_id: int, scenario: str, label: str, order: list[str],
           rng: random.Random) -> str:
     bank = _notes()["decide"]
-    if scenario in bank:
+    if scenario in bank and scenario != "sequence":  # a confuser's own remark
         text = rng.choice(bank[scenario])
-    elif len(dict.fromkeys(order)) >= 2 and scenario in ("sequence", "single"):
-        first, last = order[0], order[-1]
-        if first == last:
+    elif scenario == "sequence":  # one expression turns into another: say which
+        shown = [x for x in dict.fromkeys(order) if x != NEUTRAL]
+        if len(shown) < 2:
             return ""
-        text = prompts.fill(rng.choice(bank["sequence"]), first=first, last=last)
+        text = prompts.fill(rng.choice(bank["sequence"]), first=shown[0], last=shown[-1])
     else:
         return ""
     track = analysis.track(track_id)
