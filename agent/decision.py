@@ -2,7 +2,7 @@
 
 The model never re-types a measurement. For each face it writes a `Decision`
 (explain) or an `Answer` (a follow-up question), citing the ids the evidence
-rendering gives segments (S1..), events (E1..) and tool results (W1.., C1..);
+rendering gives segments (happiness1..), events (AU12a..) and tool results (W1.., C1..);
 agent/render.py turns a record plus the Analysis into the text a user reads,
 so every intensity, time span and segment in it is the measurement.
 
@@ -37,12 +37,18 @@ class _Record(BaseModel):
 
 
 class Decision(_Record):
-    """The model's reading of one face."""
+    """The model's reading of one face.
 
+    The evidence comes first and the label after it: a decoder writes the record in this
+    order, so the label is conditioned on the events and the story it has just cited
+    (written label-first, the student copied the rule-based reading and cited events
+    that contradicted it).
+    """
+
+    cite: list[str] = Field(default_factory=list, description="event ids that show the expression")
+    arc: list[str] = Field(default_factory=list, description="segment ids of the story, in time order")
     label: str = Field(description="the emotion label, from the active label set")
     conf: float = Field(ge=0.0, le=1.0, description="confidence in the label")
-    cite: list[str] = Field(default_factory=list, description="event ids (E#) that show it")
-    arc: list[str] = Field(default_factory=list, description="segment ids (S#) of the story, in order")
     alt: str | None = Field(None, description="a reading considered and ruled out")
     why: list[str] = Field(default_factory=list, description="event ids that rule `alt` out")
     note: str = Field("", description="at most a sentence or two in the model's own words")
@@ -56,7 +62,7 @@ class ToolRequest(_Record):
 
 
 class Answer(_Record):
-    """The model's answer to a follow-up question."""
+    """The model's answer to a follow-up question (the evidence first, then what it names)."""
 
     ref: list[str] = Field(default_factory=list, description="ids of the evidence it rests on")
     label: str | None = Field(None, description="the emotion the answer names, if any")
@@ -84,14 +90,14 @@ def decision_schema(f: FaceFacts, labels: list[str]) -> dict:
     if segs:
         arc["minItems"] = 1
     return {"type": "object", "properties": {
-        "label": {"enum": list(labels)},
-        "conf": {"type": "number", "minimum": 0, "maximum": 1, "multipleOf": 0.01},
         "cite": _ids(events, MAX_CITE),
         "arc": arc,
+        "label": {"enum": list(labels)},
+        "conf": {"type": "number", "minimum": 0, "maximum": 1, "multipleOf": 0.01},
         "alt": {"anyOf": [{"enum": list(labels)}, {"type": "null"}]},
         "why": _ids(events, MAX_WHY),
         "note": _text(NOTE_CHARS),
-    }, "required": ["label", "conf", "cite", "arc", "alt", "why", "note"],
+    }, "required": ["cite", "arc", "label", "conf", "alt", "why", "note"],
         "additionalProperties": False}
 
 

@@ -70,6 +70,13 @@ def _f(x: float) -> str:
     return f"{x:.1f}"
 
 
+def told(label: str, d: Decision) -> str:
+    """How a segment measured as `label` is told: a reading the decision ruled out (`alt`)
+    is told as the decided label ("the stretch the emotion model read as surprise is
+    fear"), every other segment as measured."""
+    return d.label if d.alt is not None and label == d.alt else label
+
+
 def _sentence(text: str) -> str:
     text = text.strip()
     return text[0].upper() + text[1:] if text else text
@@ -133,8 +140,10 @@ def interpretation(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) 
                   and e.start - ev.TIME_TOLERANCE_S <= smile.end and e.end + ev.TIME_TOLERANCE_S >= smile.start]
         parts.append(ph.pick("interp_duchenne" if cheeks else "interp_smile_no_duchenne"))
     if len(d.arc) > 1:
-        seq = " -> ".join(f"{f.segments[i].label} ({_f(f.segments[i].start)}-{_f(f.segments[i].end)} s)"
-                          for i in d.arc)
+        seq = " -> ".join(
+            f"{told(f.segments[i].label, d)} ({_f(f.segments[i].start)}-{_f(f.segments[i].end)} s"
+            + (f", measured as {f.segments[i].label})" if told(f.segments[i].label, d) != f.segments[i].label
+               else ")") for i in d.arc)
         parts.append(ph.pick("interp_sequence", sequence=seq))
     if d.alt:
         parts.append(_alt_sentence(analysis, f, d, ph))
@@ -205,7 +214,7 @@ def caption(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) -> list
     first, last = arc[0], arc[-1]
     acts, ids = _actions(f, first.start, first.start + 0.5 * (first.end - first.start), d.cite,
                          narrated, ph)
-    begin = ph.pick("caption_begin", subject=ph.subject, state=ph.state(first.label))
+    begin = ph.pick("caption_begin", subject=ph.subject, state=ph.state(told(first.label, d)))
     add(begin + (ph.pick("caption_actions", actions=acts) if acts else "."), first.start, first.end,
         [d.arc[0], *ids])
     if len(arc) == 1:
@@ -213,23 +222,23 @@ def caption(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) -> list
         acts, ids = _actions(f, s0, s1, d.cite, narrated, ph)
         add(ph.pick("caption_middle_steady_actions", actions=acts) if acts
             else ph.pick("caption_middle_steady"), s0, s1, ids)
-        add(ph.pick("caption_end_same", subject=ph.subject, state=ph.state(last.label)) + ".",
+        add(ph.pick("caption_end_same", subject=ph.subject, state=ph.state(told(last.label, d))) + ".",
             s1, t.end, [d.arc[0]])
     else:
         for k, (sid, seg) in enumerate(zip(d.arc[1:-1], arc[1:-1], strict=True)):
             acts, ids = _actions(f, seg.start - 0.5, seg.end, d.cite, narrated, ph)
             key = "caption_middle" if k == 0 else "caption_then"
-            text = ph.pick(key, subject=ph.subject, state=ph.state(seg.label))
+            text = ph.pick(key, subject=ph.subject, state=ph.state(told(seg.label, d)))
             add(text + (ph.pick("caption_actions", actions=acts) if acts else "."), seg.start,
                 seg.end, [sid, *ids])
         acts, ids = _actions(f, last.start - 0.5, last.end, d.cite, narrated, ph)
-        same = len(arc) >= 2 and arc[-2].label == last.label
+        same = len(arc) >= 2 and told(arc[-2].label, d) == told(last.label, d)
         key = "caption_end_same" if same else ("caption_end" if len(arc) > 2 else "caption_middle")
-        text = ph.pick(key, subject=ph.subject, state=ph.state(last.label))
+        text = ph.pick(key, subject=ph.subject, state=ph.state(told(last.label, d)))
         add(text + (ph.pick("caption_actions", actions=acts) if acts else "."), last.start,
             last.end, [d.arc[-1], *ids])
         if len(arc) == 2 and not same:
-            add(ph.pick("caption_end_same", subject=ph.subject, state=ph.state(last.label)) + ".",
+            add(ph.pick("caption_end_same", subject=ph.subject, state=ph.state(told(last.label, d))) + ".",
                 max(last.start, last.end - (last.end - last.start) / 3), last.end, [d.arc[-1]])
     occ = ev.occluded_spans(t)
     if occ:

@@ -63,7 +63,7 @@ class CaptionSentence(_Model):
     text: str
     start: float
     end: float
-    evidence: list[str] = Field(default_factory=list, description="segment (S#) and event (E#) ids")
+    evidence: list[str] = Field(default_factory=list, description="segment (happiness1) and event (AU12a) ids")
 
 
 class Explanation(_Model):

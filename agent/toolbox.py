@@ -4,7 +4,7 @@ A model asks for a tool with a JSON record, `{"tool": "moment", "args": {"t": 7}
 (agent/decision.py's ToolRequest, enforced by the same constrained decoding as
 its answers). Each result carries an id the answer may cite: W1, W2 ... for a
 look at a moment or window, C1 ... for a comparison; events and segments keep
-the face's own E#/S# ids.
+the face's own segment and event ids (happiness1, AU12a).
 """
 
 from __future__ import annotations

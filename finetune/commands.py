@@ -24,6 +24,8 @@ def add_parser(subparsers) -> None:
                    help="share of video explanations that look with a tool before deciding")
     d.add_argument("--question-share", type=float, default=0.6,
                    help="share of synthetic faces that also get a follow-up question")
+    d.add_argument("--long-share", type=float, default=0.0,
+                   help="share of synthetic clips lasting 10-20 s instead of 3-9 s")
     d.add_argument("--fps", type=float, default=8.0, help="analysis frame rate for real videos")
     d.add_argument("--cache", default="out/cache", help="feature cache (by content hash)")
     d.add_argument("--num-proc", type=int, default=None, help="processes for feature extraction")
@@ -63,7 +65,8 @@ def _data(args: argparse.Namespace) -> int:
     if args.format == "synthetic":
         dsd = builder.synthetic_dataset(args.n_clips, seed=args.seed, test_share=args.test_share,
                                         tool_share=args.tool_share,
-                                        question_share=args.question_share, num_proc=args.num_proc)
+                                        question_share=args.question_share,
+                                        long_share=args.long_share, num_proc=args.num_proc)
     else:
         if not args.path:
             raise builder.TrainingDataError(f"--path is needed for --format {args.format}")

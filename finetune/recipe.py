@@ -26,6 +26,7 @@ def build_data(section: dict) -> Path:
                                     test_share=float(section.get("test_share", 0.15)),
                                     tool_share=float(section.get("tool_share", 0.15)),
                                     question_share=float(section.get("question_share", 0.6)),
+                                    long_share=float(section.get("long_share", 0.0)),
                                     num_proc=section.get("num_proc"))
     return builder.save(dsd, out)
 

@@ -164,3 +164,18 @@ def test_subtitles_carry_each_caption_sentence_and_its_span():
     assert vtt.startswith("WEBVTT") and "00:00:00.000 --> 00:00:01.900" in vtt
     with pytest.raises(ValueError, match="srt or vtt"):
         subtitles(result, "ass")
+
+
+def test_a_ruled_out_reading_is_told_as_the_decided_label():
+    """Face 1's surprise stretch, with surprise ruled out for fear: the caption tells fear and
+    the interpretation says what the measurement read."""
+    f1 = ev.facts(A, A.track(1))
+    d = Decision(label="fear", conf=0.6, cite=[i for i in f1.events if i.startswith(("AU01", "AU05"))],
+                 arc=["neutral2", "surprise1", "neutral1"], alt="surprise", why=[], note="")
+    e = render.explanation(A, A.track(1), d)
+    assert "fear (2.0-4.0 s, measured as surprise)" in e.interpretation
+    assert "fear" in e.caption.lower() or "fright" in e.caption.lower() or "alarmed" in e.caption.lower()
+    assert "surprise" not in e.caption.lower() and "astonished" not in e.caption.lower()
+    from agent.faithfulness import check
+
+    assert check(e, A) == []

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-CORPUS = ['{"label":"happiness","conf":0.8,"cite":["AU12a","AU06b"],"arc":["neutral1","happiness1"],"alt":null,'
+CORPUS = ['{"cite":["AU12a","AU06b"],"arc":["neutral1","happiness1"],"label":"happiness","conf":0.8,"alt":null,'
           '"why":[],"note":"","tool":"moment","args":{"t":2.5}} neutral surprise sadness AU12'] * 20
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
            "<|image_pad|>", "<|video_pad|>"]

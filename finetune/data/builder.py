@@ -112,12 +112,13 @@ def split_of(key: str, test_share: float, salt: str = "facereason") -> str:
 
 
 # ------------------------------------------------------------------ synthetic
-def _synthetic_rows(batch: dict[str, list], tool_share: float, question_share: float) -> dict[str, list]:
+def _synthetic_rows(batch: dict[str, list], tool_share: float, question_share: float,
+                    long_share: float) -> dict[str, list]:
     from finetune.data import synthetic
 
     rows: list[dict] = []
     for seed in batch["seed"]:
-        analysis, examples = synthetic.make_clip(int(seed))
+        analysis, examples = synthetic.make_clip(int(seed), long_share=long_share)
         rng = random.Random(f"q:{seed}")
         for e in examples:
             rows += records(analysis, e.track_id, id=e.id, source="synthetic", clip_id=e.clip_id,
@@ -130,7 +131,7 @@ def _synthetic_rows(batch: dict[str, list], tool_share: float, question_share: f
 
 def synthetic_dataset(n_clips: int, seed: int = 0, test_share: float = 0.15,
                       tool_share: float = 0.15, question_share: float = 0.6,
-                      num_proc: int | None = None):
+                      long_share: float = 0.0, num_proc: int | None = None):
     """A DatasetDict(train, test) of synthetic faces, split by identity.
 
     Generation runs in `datasets.map`, so `num_proc` spreads it over processes.
@@ -141,7 +142,8 @@ def synthetic_dataset(n_clips: int, seed: int = 0, test_share: float = 0.15,
         raise TrainingDataError(f"n_clips must be at least 1; got {n_clips}.")
     seeds = Dataset.from_dict({"seed": [seed * 1_000_003 + i for i in range(n_clips)]})
     ds = seeds.map(_synthetic_rows, batched=True, batch_size=8, remove_columns=["seed"],
-                   fn_kwargs={"tool_share": tool_share, "question_share": question_share},
+                   fn_kwargs={"tool_share": tool_share, "question_share": question_share,
+                              "long_share": long_share},
                    num_proc=num_proc,
                    desc="synthetic clips")
     return split(ds, test_share, key="identity")

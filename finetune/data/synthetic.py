@@ -415,13 +415,17 @@ def render_track(spec: FaceSpec, ts: np.ndarray, rng: np.random.Generator,
 
 def make_clip(seed: int, clip_id: str | None = None, n_identities: int = 400,
               still_share: float = 0.08, second_face_share: float = 0.15,
-              scenario: str | None = None) -> tuple[Analysis, list[Example]]:
-    """One synthetic clip (1-2 faces) and its labelled faces; deterministic in `seed`."""
+              scenario: str | None = None, long_share: float = 0.0) -> tuple[Analysis, list[Example]]:
+    """One synthetic clip (1-2 faces) and its labelled faces; deterministic in `seed`.
+
+    long_share: the share of clips lasting 10-20 s instead of 3-9 s (real clips such as
+    WolfgangLanger_Pexels.mp4 run 20 s, with many brief segments and ~60 AU events)."""
     rng = np.random.default_rng(seed)
     clip_id = clip_id or f"syn{seed:06d}"
     still = scenario is None and rng.random() < still_share
     fps = float(rng.choice([6.0, 8.0, 10.0]))
-    dur = 0.0 if still else float(rng.uniform(3.0, 9.0))
+    long = long_share > 0 and rng.random() < long_share
+    dur = 0.0 if still else float(rng.uniform(10.0, 20.0) if long else rng.uniform(3.0, 9.0))
     ts_all = np.zeros(1) if still else np.round(np.arange(0, dur + 1e-6, 1 / fps), 4)
     n_faces = 2 if (not still and scenario is None and rng.random() < second_face_share) else 1
     tracks, examples = [], []

@@ -35,10 +35,15 @@ def _notes() -> dict:
     return yaml.safe_load(Path(__file__).with_name("notes.yaml").read_text())
 
 
-def arc_for(f: ev.FaceFacts, order: list[str]) -> list[str]:
+def arc_for(f: ev.FaceFacts, order: list[str], relabel: dict[str, str] | None = None) -> list[str]:
     """Segment ids whose labels follow `order` best: a longest common subsequence of the
-    measured labels and the true order, preferring longer segments among equals."""
-    segs = list(f.segments.items())
+    measured labels and the true order, preferring longer segments among equals.
+
+    relabel: measured labels to read as another (the overridden rule reading -> the true
+    label), as agent/render.py tells the segments of a ruled-out reading."""
+    relabel = relabel or {}
+    segs = [(i, s.model_copy(update={"label": relabel.get(s.label, s.label)}))
+            for i, s in f.segments.items()]
     n, m = len(segs), len(order)
     # best[i][j] = (matches, matched seconds) using segs[i:] and order[j:]
     best = [[(0, 0.0)] * (m + 1) for _ in range(n + 1)]
@@ -105,16 +110,19 @@ def truth_decision(analysis: Analysis, track_id: int, *, label: str, aus: list[s
     rng = random.Random(f"note:{seed}:{track_id}")
     rule = engine.decide(analysis, track)
     cite = cite_for(f, label, aus)
-    arc = arc_for(f, [x for x in segment_order if x in analysis.emotion_labels] or [label])
+    order = [x for x in segment_order if x in analysis.emotion_labels] or [label]
     if rule.label != label:
+        # Overriding the rules: their label is ruled out, and its segments tell the truth.
         alt = rule.label
         theirs = render.prototype_aus(alt)
         why = [i for i in cite if f.events[i].au not in theirs][:MAX_WHY]
         conf = 0.6
+        arc = arc_for(f, order, {alt: label} if alt not in order else None)
     else:
+        arc = arc_for(f, order)
         alt, why, conf = rule.alt, [], round(rule.conf, 1)
-        if alt is not None and alt == label:
-            alt = None
+        if alt is not None and (alt == label or alt in {f.segments[i].label for i in arc}):
+            alt = None  # a reading the story tells is not one ruled out
     note = _note(analysis, track_id, scenario, label, segment_order, rng)
     return Decision(label=label, conf=round(min(max(conf, 0.1), 0.9), 1), cite=cite, arc=arc,
                     alt=alt, why=why, note=note)
