@@ -60,7 +60,7 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 7860
-    backend: str = "transformers"  # or "openai" (a vLLM / OpenAI-compatible server)
+    backend: str = "auto"  # the shipped model (else the engine), "transformers", "openai" or "engine"
     model: str | None = None  # None: the agent's default (SmolLM2 + our adapter)
     adapter: str | None = None
     base_url: str | None = None  # for backend=openai
@@ -383,7 +383,11 @@ def _set_schema_refs() -> None:
 # ---------------------------------------------------------------- app factory
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application (API + page). Tests call this with their own Settings."""
+    from agent.backends import resolve_backend
+
     settings = settings or Settings.from_env()
+    # "auto" is decided once, at start-up: the shipped fine-tuned model, else the engine.
+    settings.backend = resolve_backend(settings.backend, settings.model, settings.adapter)
     state = ServerState(settings)
     _set_schema_refs()
 
@@ -607,6 +611,8 @@ def readiness(state: ServerState) -> dict:
             checks["reasoner"] = r.status_code == 200
         except httpx.HTTPError as exc:
             checks["reasoner"], checks["reasoner_error"] = False, f"{s.base_url}: {exc}"
+    elif s.backend == "engine":
+        checks["reasoner"] = True  # rules only: nothing to load
     else:
         checks["reasoner"] = s.model is not None and Path(s.model).exists() or bool(
             (assets.home() / "models" / assets.SMOLLM2 / "model.safetensors").exists())
@@ -641,7 +647,8 @@ def _install_routes(app: FastAPI, state: ServerState, auth) -> None:
     @app.get("/v1/models", tags=["api"], dependencies=[auth])
     async def models() -> dict:
         """The model this server answers with (fixed at start-up) and the label sets."""
-        name = s.model or "SmolLM2-135M-Instruct (FaceReason default)"
+        name = s.model or ("exp-cot-engine (rules, no model)" if s.backend == "engine"
+                           else "SmolLM2-135M-Instruct (FaceReason default)")
         return {"object": "list", "backend": s.backend, "label_sets": label_sets(),
                 "data": [{"id": name, "object": "model", "backend": s.backend,
                           "adapter": Path(s.adapter).name if s.adapter else None}]}
@@ -810,8 +817,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=None, help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=None, help="port (default 7860)")
-    p.add_argument("--backend", choices=["transformers", "openai"], default=None,
-                   help="in-process model (default) or an OpenAI-compatible server such as vLLM")
+    p.add_argument("--backend", choices=["auto", "transformers", "openai", "engine"], default=None,
+                   help="auto (default): the shipped fine-tuned model in-process, or the rule-based "
+                        "engine if none is shipped; openai: a server such as vLLM; engine: rules only")
     p.add_argument("--model", default=None, help="model folder or served model name")
     p.add_argument("--adapter", default=None, help="LoRA adapter folder (transformers backend)")
     p.add_argument("--base-url", default=None, help="e.g. http://127.0.0.1:8000/v1 (openai backend)")

@@ -555,12 +555,39 @@ def _approx_tokens(text: str) -> int:
     return max(1, len(text) // 4) if text else 0
 
 
-def make_backend(backend: str | Backend = "transformers", *, model: str | None = None,
+class RulesBackend(Backend):
+    """No model: the Exp-CoT engine decides every face and the rules answer every question
+    (agent/graph.py runs them in place of the model's turns). `--backend engine`, and the
+    default when no fine-tuned adapter has been shipped (see `make_backend("auto")`)."""
+
+    name = "engine"
+    model_id = "exp-cot-engine"
+
+    def generate_batch(self, requests: list[Request], *, temperature: float = 0.0,
+                       seed: int = 0) -> list[Generation]:
+        raise BackendError("the rule-based engine does not generate text")
+
+
+def resolve_backend(backend: str, model: str | None = None, adapter: str | None = None) -> str:
+    """The backend "auto" stands for: the in-process model when a model or adapter is named
+    or the project's fine-tuned adapter is shipped (models/facereason-smollm2-lora, which
+    `facereason train ship` writes only when the evaluation shows it at or above the
+    engine); otherwise the rule-based engine, never the untrained base model."""
+    if backend != "auto":
+        return backend
+    named = model is not None or (adapter is not None and str(adapter).lower() != "none")
+    return "transformers" if named or models.resolve_adapter(model, adapter) else "engine"
+
+
+def make_backend(backend: str | Backend = "auto", *, model: str | None = None,
                  adapter: str | None = None, base_url: str | None = None,
                  api_key: str | None = None, **kwargs: Any) -> Backend:
-    """One factory for every backend name."""
+    """One factory for every backend name (see resolve_backend for "auto")."""
     if isinstance(backend, Backend):
         return backend
+    backend = resolve_backend(backend, model, adapter)
+    if backend == "engine":
+        return RulesBackend()
     if backend == "transformers":
         return TransformersBackend.load(model, adapter, device=kwargs.get("device"))
     if backend == "openai":
@@ -570,4 +597,4 @@ def make_backend(backend: str | Backend = "transformers", *, model: str | None =
         return OpenAIBackend(base_url=base_url, model=model, api_key=api_key,
                              timeout=kwargs.get("timeout", 60.0), retries=kwargs.get("retries", 2),
                              structured=kwargs.get("structured", True))
-    raise BackendError(f"unknown backend '{backend}'; choose transformers or openai")
+    raise BackendError(f"unknown backend '{backend}'; choose auto, transformers, openai or engine")

@@ -53,6 +53,7 @@ class ChatAnswer(BaseModel):
     frame_time: float | None = None
     track_id: int | None = None
     record: dict[str, Any] | None = Field(None, description="what the model decided (ids, label, note)")
+    answered_by: str = Field("model", description="model, or engine (the rules answered)")
     fallback_used: bool = False
     fallback_reason: str | None = None
     withheld: list[str] = Field(default_factory=list)
@@ -73,7 +74,7 @@ class ChatSession:
 
     @classmethod
     def start(cls, source: str | os.PathLike | Analysis | ExplainResult, *, model: str | None = None,
-              adapter: str | None = None, backend: str | Backend = "transformers",
+              adapter: str | None = None, backend: str | Backend = "auto",
               base_url: str | None = None, api_key: str | None = None, fps: float | None = None,
               max_faces: int = 4, seed: int = 0) -> ChatSession:
         """A session over an explained result, an Analysis or a media path.
@@ -99,7 +100,7 @@ class ChatSession:
     def get_backend(self) -> Backend:
         if self.backend is None:
             s = self.backend_spec
-            self.backend = make_backend(s.get("backend", "transformers"), model=s.get("model"),
+            self.backend = make_backend(s.get("backend", "auto"), model=s.get("model"),
                                         adapter=s.get("adapter"), base_url=s.get("base_url"),
                                         api_key=s.get("api_key"))
         return self.backend
@@ -141,5 +142,6 @@ def chat(session: ChatSession, question: str, *, on_token: TokenFn | None = None
     session.history.append({"track_id": track_id, "question": question, "answer": text})
     return ChatAnswer(text=text, cited_times=cited, tool_calls=task.tool_log, frame_time=frame,
                       track_id=track_id, record=task.record.model_dump() if task.record else None,
+                      answered_by="engine" if fell else task.decided_by,
                       fallback_used=fell, fallback_reason=task.problem if fell else None,
                       withheld=withheld)

@@ -16,7 +16,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "model name (openai); default: SmolLM2-135M-Instruct")
     p.add_argument("--adapter", default=None,
                    help="PEFT LoRA adapter folder ('none' to skip the project's default adapter)")
-    p.add_argument("--backend", choices=["transformers", "openai"], default="transformers")
+    p.add_argument("--backend", choices=["auto", "transformers", "openai", "engine"], default="auto",
+                   help="auto (default): the shipped fine-tuned model, or the rule-based engine if "
+                        "none is shipped; transformers: an in-process model; openai: a server; "
+                        "engine: rules only, no model")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--api-key", default=None, help="API key for --backend openai (or $OPENAI_API_KEY)")
     p.add_argument("--label-set", default=None,

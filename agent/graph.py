@@ -33,7 +33,7 @@ from langgraph.graph import END, START, StateGraph
 import prompts
 from agent import engine, render
 from agent import evidence as ev
-from agent.backends import Backend, BackendError, Request, TokenFn, make_backend
+from agent.backends import Backend, BackendError, Request, RulesBackend, TokenFn, make_backend
 from agent.decision import (
     Answer,
     Decision,
@@ -100,6 +100,7 @@ class Task:
     kind: Literal["decide", "answer"]
     messages: list[dict]
     toolbox: Toolbox
+    question: str = ""
     images: list | None = None
     on_token: TokenFn | None = None
     max_new_tokens: int = MAX_NEW_TOKENS
@@ -111,6 +112,7 @@ class Task:
     pending: str | None = None  # the last reply, not yet acted on
     tool_log: list[dict] = field(default_factory=list)
     generations: list[dict] = field(default_factory=list)
+    decided_by: Literal["model", "engine"] = "model"
 
     @property
     def open(self) -> bool:
@@ -209,8 +211,15 @@ def build_loop(backend: Backend, *, temperature: float = 0.0, seed: int = 0):
 
 def run_tasks(tasks: list[Task], backend: Backend, *, temperature: float = 0.0,
               seed: int = 0) -> list[Task]:
-    """Run the loop until every task has a record or has failed."""
+    """Run the loop until every task has a record or has failed (with the rules backend, the
+    engine decides and the rules answer in place of a model)."""
     if not tasks:
+        return tasks
+    if isinstance(backend, RulesBackend):
+        for t in tasks:
+            t.record = (engine.decide(t.analysis, t.analysis.track(t.track_id)) if t.kind == "decide"
+                        else fallback_answer(t, t.question))
+            t.decided_by = "engine"
         return tasks
     limit = 4 * (MAX_TOOL_ROUNDS + MAX_REPAIRS + 2)
     build_loop(backend, temperature=temperature, seed=seed).invoke(
@@ -222,14 +231,14 @@ def decide_task(analysis: Analysis, track_id: int, *, source_path: Path | None =
                 images: list | None = None, on_token: TokenFn | None = None,
                 label_set: list[str] | None = None, max_new_tokens: int = MAX_NEW_TOKENS) -> Task:
     return Task(analysis, track_id, "decide", decide_messages(analysis, track_id),
-                Toolbox(analysis, track_id, source_path, label_set), images, on_token, max_new_tokens)
+                Toolbox(analysis, track_id, source_path, label_set), "", images, on_token, max_new_tokens)
 
 
 def answer_task(analysis: Analysis, track_id: int, question: str, decision: Decision | None, *,
                 source_path: Path | None = None, on_token: TokenFn | None = None,
                 max_new_tokens: int = MAX_NEW_TOKENS) -> Task:
     return Task(analysis, track_id, "answer", answer_messages(analysis, track_id, question, decision),
-                Toolbox(analysis, track_id, source_path), None, on_token, max_new_tokens)
+                Toolbox(analysis, track_id, source_path), question, None, on_token, max_new_tokens)
 
 
 # ------------------------------------------------------------------ rendering
@@ -237,7 +246,7 @@ def explanation_of(task: Task, seed: int = 0) -> Explanation:
     """The rendered explanation of a finished decide task (the engine's where it failed)."""
     a, track = task.analysis, task.analysis.track(task.track_id)
     if isinstance(task.record, Decision):
-        return render.explanation(a, track, task.record, seed=seed)
+        return render.explanation(a, track, task.record, seed=seed, decided_by=task.decided_by)
     reason = task.problem or "the model gave no usable answer"
     return engine.explain_track(a, track, seed, fallback_reason=reason)
 
@@ -313,7 +322,7 @@ def _analyze(path: Path, fps: float | None, max_faces: int, label_set: Any,
 
 def explain(source: str | os.PathLike | Analysis, *, question: str | None = None,
             model: str | None = None, adapter: str | None = None,
-            backend: str | Backend = "transformers", base_url: str | None = None,
+            backend: str | Backend = "auto", base_url: str | None = None,
             api_key: str | None = None, label_set: str | os.PathLike | None = None,
             fps: float | None = None, max_faces: int = 4, limits: Any = None,
             on_token: TokenFn | None = None, on_progress: ProgressFn | None = None,

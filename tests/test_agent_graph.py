@@ -159,3 +159,23 @@ def test_chat_without_a_usable_reply_answers_from_the_rules():
     assert ans.fallback_used and ans.fallback_reason
     assert ans.text.startswith("At 3.0 s") and not ans.text.lstrip().startswith("{")
     assert any(abs(t - 3.0) <= 0.5 for t in ans.cited_times)
+
+
+def test_the_rules_backend_decides_and_answers_without_a_model(monkeypatch, tmp_path):
+    from agent import models
+    from agent.backends import RulesBackend, make_backend, resolve_backend
+
+    r = explain(A, backend="engine")
+    (e,) = r.explanations
+    assert e.decided_by == "engine" and not e.fallback_used and r.model == "exp-cot-engine"
+    assert e.decision == engine.decide(A, A.tracks[0]).model_dump()
+    s = ChatSession.start(r, backend="engine")
+    ans = chat(s, "What happens at second 3?")
+    assert ans.answered_by == "engine" and not ans.fallback_used and ans.text.startswith("At 3.0 s")
+    # "auto" takes the shipped adapter when there is one, and the rules (never the untrained
+    # base model) when there is none.
+    monkeypatch.delenv(models.ENV_ADAPTER, raising=False)
+    monkeypatch.setattr(models, "DEFAULT_ADAPTER", tmp_path / "not-shipped")
+    assert resolve_backend("auto") == "engine" and isinstance(make_backend("auto"), RulesBackend)
+    assert resolve_backend("auto", model="some/model") == "transformers"
+    assert resolve_backend("openai") == "openai"
