@@ -191,6 +191,8 @@ def _final(state, result, src: Path, out_dir: Path) -> tuple:
                       for e in result.explanations if e.fallback_used})
     if reasons:
         flags.append("written by the rule-based Exp-CoT engine: " + "; ".join(reasons))
+    elif result.backend == "engine":
+        flags.append("rule-based Exp-CoT engine, no model")
     if a.no_face:
         flags.append("no face found")
     status = f"Done: {len(a.tracks)} face(s), model {result.model or 'n/a'}"

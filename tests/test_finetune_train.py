@@ -270,3 +270,27 @@ def test_ship_rule_compares_against_the_engine():
     assert not ok and "label_accuracy 0.50 < engine 0.60" in why[0]
     ok, why = evaluate.ship_check(table(0.7, 0.9))
     assert not ok and "faithful 0.90" in why[0]
+
+
+def test_ship_refuses_an_adapter_worse_than_the_engine(tmp_path):
+    """`facereason train ship` writes the default reasoner only if the run's table passes."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from finetune import report
+
+    models.compat()
+    adapter = tmp_path / "adapter"
+    base = AutoModelForCausalLM.from_pretrained(models.resolve_model(None))
+    get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(adapter)
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    worse = {"label_accuracy": 0.5, "caption_order": 0.7, "faithfulness": 1.0}
+    engine = {"label_accuracy": 0.6, "caption_order": 0.7, "faithfulness": 1.0}
+    (run / "eval" / "eval.json").write_text(json.dumps(
+        {"systems": {"engine": {"real media": engine}, "grpo": {"real media": worse}}}))
+    dest = tmp_path / "models" / "lora"
+    with pytest.raises(C.TrainingConfigError, match="not at or above the engine.*label_accuracy 0.50"):
+        report.ship(adapter, dest, run)
+    assert not dest.exists()
+    assert (report.ship(adapter, dest, run, force=True) / "adapter_model.safetensors").is_file()
