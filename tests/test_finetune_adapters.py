@@ -76,12 +76,15 @@ def test_build_dataset_analyses_once_and_caches(files, tmp_path):
     cache = tmp_path / "cache"
     dsd = adapters.build_dataset(items, cache, fps=4.0, test_share=0.0)
     rows = list(dsd["train"])
-    assert sorted(r["id"] for r in rows) == ["f1", "f2", "v1"]
+    # One decision per face; each data set question becomes one follow-up answer row.
+    assert sorted(r["id"] for r in rows if r["kind"] == "decide") == ["f1", "f2", "v1"]
+    assert sorted(r["id"] for r in rows if r["kind"] == "answer") == ["f1_q1", "f2_q1"]
     assert len(list(cache.glob("*.json"))) == 3
     by_id = {r["id"]: r for r in rows}
-    # The question travels into the prompt; the data set's caption becomes the target caption.
-    assert "Why is she happy?" in by_id["f1"]["messages"][1]["content"]
-    assert by_id["v1"]["messages"][-1]["content"].rstrip().endswith("still smiling happily.")
+    # The question travels into the answer prompt; the data set's caption sets the arc.
+    assert "Why is she happy?" in by_id["f1_q1"]["messages"][-2]["content"]
+    assert json.loads(by_id["f1_q1"]["messages"][-1]["content"])["label"] == "happiness"
+    assert json.loads(by_id["v1"]["messages"][-1]["content"])["label"] == "happiness"
     assert by_id["v1"]["segment_order"] == ["neutral", "happiness"]
     # A second build reads the cache: the same analyses, no new files.
     stamps = {p: p.stat().st_mtime_ns for p in cache.glob("*.json")}

@@ -269,7 +269,8 @@ def _rows(batch: dict[str, list], cache_dir: str, fps: float | None, tool_share:
         out += builder.records(a, tid, id=item.id, source=item.source, clip_id=item.id,
                                identity=item.identity or item.id, label=item.label, aus=item.aus,
                                segment_order=order or [item.label], seed=seed,
-                               tool_share=tool_share, questions=0)
+                               tool_share=tool_share, questions=0,
+                               question=item.question)
     return {k: [r[k] for r in out] for k in builder.ROW_KEYS}
 
 

@@ -85,8 +85,13 @@ ROW_KEYS = ["id", "kind", "source", "clip_id", "identity", "scenario", "confuser
 def records(analysis: Analysis, track_id: int, *, id: str, source: str, clip_id: str, identity: str,
             label: str, aus: Iterable[str] | None = None, segment_order: Iterable[str] | None = None,
             scenario: str = "", confuser: bool = False, seed: int = 0, tool_share: float = 0.15,
-            questions: int = 1, images: list[str] | None = None) -> list[dict[str, Any]]:
-    """The dataset rows of one face: its decision, then `questions` follow-ups."""
+            questions: int = 1, images: list[str] | None = None,
+            question: str | None = None) -> list[dict[str, Any]]:
+    """The dataset rows of one face: its decision, then `questions` follow-ups.
+
+    `question` is a data set's own question about the face (FEA-20K's "Why is she happy?"):
+    it becomes one more follow-up, answered with the decided label and its strongest evidence.
+    """
     order = list(segment_order or [label])
     true_aus = sorted(set(aus or []))
     decision = targets.truth_decision(analysis, track_id, label=label, aus=true_aus,
@@ -98,7 +103,10 @@ def records(analysis: Analysis, track_id: int, *, id: str, source: str, clip_id:
     msgs = decide_conversation(analysis, track_id, decision, seed=seed, tool_share=tool_share)
     rows = [{**base, "id": id, "kind": "decide", "messages": msgs, "prompt": msgs[:-1]}]
     rng = random.Random(f"qa:{seed}:{track_id}")
-    for k, qa in enumerate(targets.questions(analysis, track_id, decision, rng, n=questions)):
+    qas = targets.questions(analysis, track_id, decision, rng, n=questions)
+    if question and question.strip():
+        qas.insert(0, targets.why_answer(question.strip(), decision))
+    for k, qa in enumerate(qas):
         msgs = answer_conversation(analysis, track_id, decision, qa)
         rows.append({**base, "id": f"{id}_q{k + 1}", "kind": "answer", "messages": msgs,
                      "prompt": msgs[:-1]})

@@ -107,7 +107,7 @@ def test_upload_explain_and_ask_about_a_moment(server, browser, media):
     caption = page.locator("#caption textarea").input_value()
     assert caption.lower().startswith("at the beginning")
     assert "written by the rule-based" not in page.locator("#status").inner_text()
-    subs = page.locator("#subtitles").inner_text()
+    subs = re.sub(r"\s+", "", page.locator("#subtitles").inner_text())  # Gradio splits name/ext
     assert "single_face.srt" in subs and "single_face.vtt" in subs
 
     page.locator("#ask textarea").fill("What happens at 2 s?")
