@@ -101,6 +101,16 @@ def _peak(analysis: Analysis, track: Track, au: str, scope: tuple[float, float] 
     return max(peaks, default=0.0)
 
 
+# An evidence id (happiness1, AU12a, W1) written into prose: it names nothing a reader can see.
+_ID = re.compile(r"\b(?!AU\d{1,2}\b)[A-Za-z]+\d+[a-z]?\b")
+
+
+def check_note(text: str, analysis: Analysis, track: Track, **kwargs) -> list[str]:
+    """`check_words` for the model's own sentence in a record, which must also be a sentence."""
+    out = [] if len(re.findall(r"[A-Za-z]+", text)) >= 3 else [f"{text!r} is not a sentence"]
+    return out + check_words(text, analysis, track, **kwargs)
+
+
 def check_words(text: str, analysis: Analysis, track: Track, *, allowed_labels: set[str] | None = None,
                 scope: tuple[float, float] | None = None, where: str = "") -> list[str]:
     """Violations in free text about one face (see the module docstring)."""
@@ -111,7 +121,8 @@ def check_words(text: str, analysis: Analysis, track: Track, *, allowed_labels: 
         s.start - ev.TIME_TOLERANCE_S <= scope[1] and s.end + ev.TIME_TOLERANCE_S >= scope[0])}
     ok_labels = seg_labels | set(allowed_labels or ())
     names = {v: k for k, v in AU_NAMES.items()}
-    out: list[str] = []
+    out: list[str] = [f"{prefix}writes the evidence id {m.group(0)!r} instead of what it shows"
+                      for m in _ID.finditer(text)]
     for clause in _clauses(text):
         codes = []
         for m in _AU.finditer(clause):

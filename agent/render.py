@@ -266,7 +266,7 @@ def explanation(analysis: Analysis, track: Track, d: Decision, *, seed: int = 0,
     interp = interpretation(analysis, f, d, ph)
     withheld = []
     if d.note:
-        problems = faithfulness.check_words(d.note, analysis, track, allowed_labels={d.label})
+        problems = faithfulness.check_note(d.note, analysis, track, allowed_labels={d.label})
         if problems:
             withheld.append(f"the model's note {d.note!r} was withheld: {'; '.join(problems)}")
         else:
@@ -316,7 +316,7 @@ def answer(analysis: Analysis, track: Track, a: Answer, tool_results: dict[str, 
         allowed = {f.segments[r].label for r in a.ref if r in f.segments}
         allowed |= {lab for r in a.ref if r in tool_results for lab in tool_results[r].get("emotions", {})
                     if tool_results[r]["emotions"][lab] >= 0.2}
-        problems = faithfulness.check_words(a.note, analysis, track, allowed_labels=allowed,
+        problems = faithfulness.check_note(a.note, analysis, track, allowed_labels=allowed,
                                             scope=_scope(f, a, tool_results))
         if problems:
             withheld.append(f"the model's sentence {a.note!r} was withheld: {'; '.join(problems)}")

@@ -167,7 +167,7 @@ def au_reward(completions: list[Completion], aus: Sequence[Sequence[str]] | None
 
 def faithfulness_reward(completions: list[Completion], analysis: Sequence[str] | None = None,
                         track_id: Sequence[int] | None = None, **_: Any) -> list[float]:
-    """-1 when the record's own words (its note) fail agent.faithfulness.check_words for this
+    """-1 when the record's own words (its note) fail agent.faithfulness.check_note for this
     face, else 0 (an empty note, or a valid one). Range [-1, 0]: a penalty only, so it never
     pays to say nothing; an invalid record scores 0 here (format_reward handles it)."""
     out = []
@@ -176,7 +176,7 @@ def faithfulness_reward(completions: list[Completion], analysis: Sequence[str] |
             out.append(0.0)
             continue
         an, track, _ = _face(a, t)
-        bad = faithfulness.check_words(d.note, an, track, allowed_labels={d.label})
+        bad = faithfulness.check_note(d.note, an, track, allowed_labels={d.label})
         out.append(-1.0 if bad else 0.0)
     return out
 

@@ -98,3 +98,12 @@ def test_parser_reads_loose_model_text():
     assert e.caption.startswith("At the beginning")
     with pytest.raises(ParseError, match="Conclusion"):
         parse_explanation("**Key Observations:**\n- AU12")
+
+
+def test_a_note_must_be_a_sentence_not_an_id():
+    from agent.faithfulness import check_note
+
+    assert check_note("happiness1", A, T0)  # an evidence id, and not a sentence
+    assert check_note("The smile is AU12a.", A, T0)  # an id inside prose names nothing
+    assert check_note("Happiness.", A, T0)
+    assert not any("evidence id" in c for c in check_words("AU12 and AU06 rise.", A, T0))  # codes

@@ -98,7 +98,7 @@ def _note(analysis: Analysis, track_id: int, scenario: str, label: str, order: l
     else:
         return ""
     track = analysis.track(track_id)
-    ok = not faithfulness.check_words(text, analysis, track, allowed_labels={label})
+    ok = not faithfulness.check_note(text, analysis, track, allowed_labels={label})
     return text if ok else ""
 
 
