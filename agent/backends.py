@@ -570,13 +570,16 @@ class RulesBackend(Backend):
 
 def resolve_backend(backend: str, model: str | None = None, adapter: str | None = None) -> str:
     """The backend "auto" stands for: the in-process model when a model or adapter is named
-    or the project's fine-tuned adapter is shipped (models/facereason-smollm2-lora, which
-    `facereason train ship` writes only when the evaluation shows it at or above the
-    engine); otherwise the rule-based engine, never the untrained base model."""
+    (argument or $FACEREASON_ADAPTER) or the project's fine-tuned adapter is shipped as the
+    default (models/facereason-smollm2-lora/ship.json: the evaluation shows it at or above
+    the engine); otherwise the rule-based engine, never the untrained base model."""
     if backend != "auto":
         return backend
-    named = model is not None or (adapter is not None and str(adapter).lower() != "none")
-    return "transformers" if named or models.resolve_adapter(model, adapter) else "engine"
+    env = os.environ.get(models.ENV_ADAPTER, "")
+    named = model is not None or any(a is not None and str(a).lower() not in ("", "none")
+                                     for a in (adapter, env or None))
+    shipped = models.ships_as_default() and models.resolve_adapter(model, adapter)
+    return "transformers" if named or shipped else "engine"
 
 
 def make_backend(backend: str | Backend = "auto", *, model: str | None = None,

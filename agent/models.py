@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,15 @@ def resolve_model(model: str | os.PathLike | None) -> str:
     if str(model).startswith((".", "/", "~")):
         raise ModelError(f"model folder {model} does not exist")
     return str(model)
+
+
+def ships_as_default() -> bool:
+    """Whether the project's adapter is shipped and passed the ship rule (its ship.json,
+    written by `facereason train ship`); an opt-in adapter is used only when asked for."""
+    try:
+        return bool(json.loads((DEFAULT_ADAPTER / "ship.json").read_text()).get("default"))
+    except (OSError, ValueError):
+        return False
 
 
 def resolve_adapter(model: str | os.PathLike | None, adapter: str | os.PathLike | None) -> str | None:

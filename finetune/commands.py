@@ -55,7 +55,10 @@ def add_parser(subparsers) -> None:
     s.add_argument("--run", default="out/train", help="the run whose evaluation goes into the card")
     s.add_argument("--system", default="grpo", choices=["sft", "grpo"],
                    help="which of the run's systems the adapter is (for the ship rule)")
-    s.add_argument("--force", action="store_true", help="ship even if the ship rule fails")
+    s.add_argument("--force", action="store_true", help="ship as the default even if the ship rule fails")
+    s.add_argument("--opt-in", action="store_true",
+                   help="if the ship rule fails, ship it anyway as a model users choose "
+                        "(--backend transformers); the default stays the engine")
     s.set_defaults(func=_ship)
 
 
@@ -117,5 +120,6 @@ def _merge(args: argparse.Namespace) -> int:
 def _ship(args: argparse.Namespace) -> int:
     from finetune import report
 
-    print(report.ship(args.adapter, args.to, args.run, system=args.system, force=args.force))
+    print(report.ship(args.adapter, args.to, args.run, system=args.system, force=args.force,
+                      opt_in=args.opt_in))
     return 0

@@ -252,6 +252,8 @@ def evaluate(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None 
         sets["real media"] = real_rows(cfg.get("cache_dir", "out/cache"))
     model_path = models.resolve_model(cfg.get("model"))
     systems = {"base": None, "engine": None, **{k: cfg.get(k) for k in ("sft", "grpo") if cfg.get(k)}}
+    for name in cfg.get("skip") or []:  # e.g. skip=[base]: the untrained model is slow and scores 0
+        systems.pop(name, None)
     batch = int(cfg.get("batch_size", 8))
     seen = {id(r) for r in syn}
     all_rows = syn + [r for r in confusers if id(r) not in seen] + sets.get("real media", [])

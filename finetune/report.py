@@ -136,17 +136,20 @@ def write_report(run: str | Path, docs: str | Path) -> Path:
 
 
 def ship(adapter: str | Path, dest: str | Path, run: str | Path | None = None,
-         system: str = "grpo", force: bool = False) -> Path:
+         system: str = "grpo", force: bool = False, opt_in: bool = False) -> Path:
     """Copy an adapter as fp16 safetensors with its config, tokenizer and a model card.
 
     The destination becomes the default reasoner, so the run's evaluation must show
-    `system` at or above the engine (finetune.evaluate.ship_check) unless `force`."""
+    `system` at or above the engine (finetune.evaluate.ship_check) unless `force`. With
+    `opt_in`, an adapter that fails the rule is shipped as an opt-in model: `ship.json`
+    records the verdict, and `--backend auto` keeps the engine (agent.models.ships_as_default)."""
     import torch
     from safetensors.torch import load_file, save_file
 
     src, dest = Path(adapter), Path(dest)
     if not (src / "adapter_config.json").is_file():
         raise TrainingConfigError(f"{src} is not a PEFT adapter folder (no adapter_config.json)")
+    ok, why = True, ["shipped with --force: the ship rule was not checked"] if force else []
     if not force:
         from finetune.evaluate import ship_check
 
@@ -155,10 +158,15 @@ def ship(adapter: str | Path, dest: str | Path, run: str | Path | None = None,
             raise TrainingConfigError("no evaluation to check the ship rule against: run "
                                       "`facereason train eval` first (or pass --force)")
         ok, why = ship_check(json.loads(ev.read_text()), system)
-        if not ok:
+        if not ok and not opt_in:
             raise TrainingConfigError(f"{system} is not at or above the engine: {'; '.join(why)}; "
-                                      "not shipped (pass --force to ship anyway)")
+                                      "not shipped (pass --opt-in to ship it as a model users "
+                                      "choose, or --force to make it the default anyway)")
     dest.mkdir(parents=True, exist_ok=True)
+    (dest / "ship.json").write_text(json.dumps({"system": system, "default": ok, "reasons": why},
+                                               indent=2) + "\n")
+    if run and (Path(run) / "eval" / "eval.json").is_file():  # the table the verdict rests on
+        shutil.copy(Path(run) / "eval" / "eval.json", dest / "eval.json")
     weights = load_file(str(src / "adapter_model.safetensors"))
     save_file({k: v.to(torch.float16).contiguous() for k, v in weights.items()},
               str(dest / "adapter_model.safetensors"), metadata={"format": "pt"})

@@ -179,3 +179,13 @@ def test_the_rules_backend_decides_and_answers_without_a_model(monkeypatch, tmp_
     assert resolve_backend("auto") == "engine" and isinstance(make_backend("auto"), RulesBackend)
     assert resolve_backend("auto", model="some/model") == "transformers"
     assert resolve_backend("openai") == "openai"
+    # An adapter shipped opt-in (it failed the ship rule) is used only when asked for.
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "adapter_config.json").write_text("{}")
+    monkeypatch.setattr(models, "DEFAULT_ADAPTER", shipped)
+    (shipped / "ship.json").write_text('{"default": false, "reasons": ["real: label 0.50 < 0.67"]}')
+    assert resolve_backend("auto") == "engine" and resolve_backend("transformers") == "transformers"
+    assert models.resolve_adapter(None, None) == str(shipped)  # --backend transformers uses it
+    (shipped / "ship.json").write_text('{"default": true, "reasons": []}')
+    assert resolve_backend("auto") == "transformers" and resolve_backend("auto", adapter="none") == "engine"

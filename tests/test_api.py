@@ -175,7 +175,7 @@ def test_chat_answers_about_the_moment_asked(api, media):
     assert a.status_code == 200, a.text
     body = a.json()
     assert body["frame_time"] is not None and abs(body["frame_time"] - 2.0) <= 0.5
-    assert body["record"] is not None and not body["fallback_used"]  # the model answered
+    assert body["record"] is not None and not body["fallback_used"]  # the default reasoner answered
     assert "2.0 s" in body["text"]
     _wait_idle(state, tmp)
 

@@ -293,4 +293,9 @@ def test_ship_refuses_an_adapter_worse_than_the_engine(tmp_path):
     with pytest.raises(C.TrainingConfigError, match="not at or above the engine.*label_accuracy 0.50"):
         report.ship(adapter, dest, run)
     assert not dest.exists()
+    # Opt-in: shipped, but the verdict says it is not the default (--backend auto keeps the engine).
+    report.ship(adapter, dest, run, opt_in=True)
+    verdict = json.loads((dest / "ship.json").read_text())
+    assert verdict["default"] is False and "label_accuracy 0.50" in verdict["reasons"][0]
     assert (report.ship(adapter, dest, run, force=True) / "adapter_model.safetensors").is_file()
+    assert json.loads((dest / "ship.json").read_text())["default"] is True

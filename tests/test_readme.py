@@ -32,6 +32,6 @@ def test_readme_chat_example_answers_with_the_moment(media, tmp_path, monkeypatc
     ns: dict = {}
     exec(compile(_block("ChatSession.start"), "README.md", "exec"), ns)
     answer = ns["answer"]
-    assert not answer.fallback_used and not ns["result"].fallback_used  # the model answered
+    assert not answer.fallback_used and not ns["result"].fallback_used  # the default reasoner answered
     assert answer.frame_time is not None and abs(answer.frame_time - 7.0) <= 0.5
     assert "7.0 s" in answer.text and answer.text in capsys.readouterr().out

@@ -22,10 +22,18 @@ def test_shipped_adapter_is_small_fp16_and_has_a_card():
     assert "| Exp-CoT engine |" in card and "base_model:" in card
 
 
-def test_agent_uses_the_shipped_adapter_by_default(monkeypatch):
+def test_the_default_follows_the_ship_rule_on_the_shipped_evaluation(monkeypatch):
+    """`--backend auto` uses the adapter only if its own evaluation table passes the rule."""
+    from agent.backends import resolve_backend
+    from finetune.evaluate import ship_check
+
     monkeypatch.delenv(ENV_ADAPTER, raising=False)
-    assert resolve_adapter(None, None) == str(DEFAULT_ADAPTER)
+    assert resolve_adapter(None, None) == str(DEFAULT_ADAPTER)  # --backend transformers
     assert resolve_adapter(None, "none") is None
+    verdict = json.loads((DEFAULT_ADAPTER / "ship.json").read_text())
+    ok, why = ship_check(json.loads((DEFAULT_ADAPTER / "eval.json").read_text()), verdict["system"])
+    assert verdict["default"] == ok and verdict["reasons"] == why
+    assert resolve_backend("auto") == ("transformers" if ok else "engine")
 
 
 def test_shipped_adapter_decides_what_the_base_model_does_not(monkeypatch, analyses):
