@@ -85,6 +85,11 @@ class ChatSession:
         source_path = None
         if isinstance(source, ExplainResult):
             result = source
+            # "auto" follows the reasoner that explained it: a result the fine-tuned model wrote
+            # is discussed with that model, not with whatever the default is.
+            if backend == "auto" and model is None and adapter is None and result.backend in (
+                    "transformers", "engine"):
+                backend = result.backend
         elif isinstance(source, Analysis):
             result = result_from_analysis(source, seed)
         else:

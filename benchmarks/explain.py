@@ -39,14 +39,14 @@ VIDEOS = ["single_face.mp4", "WolfgangLanger_Pexels.mp4"]
 CHAT_QUESTIONS = ["What happens at second 2?", "When does the smile start?", "Why do you say that?"]
 
 
-def one_run(path: Path, fps: float | None, max_new_tokens: int) -> dict:
+def one_run(path: Path, fps: float | None, max_new_tokens: int, backend: str = "auto") -> dict:
     marks: dict[str, float] = {}
 
     def on_token(_: str) -> None:
         marks.setdefault("first", time.perf_counter())
 
     t0 = time.perf_counter()
-    r = explain(path, fps=fps, on_token=on_token, max_new_tokens=max_new_tokens)
+    r = explain(path, fps=fps, on_token=on_token, max_new_tokens=max_new_tokens, backend=backend)
     total = time.perf_counter() - t0
     gens = r.stats.get("generations", [])
     session = ChatSession.start(r)
@@ -90,17 +90,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--videos", nargs="*", default=VIDEOS)
     ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--json", metavar="F")
+    ap.add_argument("--backend", default="auto",
+                    help="auto (the ship rule's default), transformers (the fine-tuned model), engine")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
-    warm = one_run(assets.media(args.videos[0]), args.fps, args.max_new_tokens)
+    warm = one_run(assets.media(args.videos[0]), args.fps, args.max_new_tokens, args.backend)
     print(f"warm-up (includes model load): {time.perf_counter() - t0:.2f} s, model {warm['model']}")
     report: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                 "load_avg_at_start": os.getloadavg()[0],
                                 "threads_env": os.environ.get("FACEREASON_TORCH_THREADS")},
                     "runs": args.runs, "fps": args.fps, "videos": {}}
     for name in args.videos:
-        rows = [one_run(assets.media(name), args.fps, args.max_new_tokens) for _ in range(args.runs)]
+        rows = [one_run(assets.media(name), args.fps, args.max_new_tokens, args.backend)
+                for _ in range(args.runs)]
         summary = {k: median(rows, k) for k in ("perception_s", "first_token_s", "model_ttft_s",
                                                 "tokens_per_s", "decode_tokens_per_s", "prompt_tokens",
                                                 "tokens", "tokens_per_face", "total_s", "turns",
