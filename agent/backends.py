@@ -575,9 +575,8 @@ def resolve_backend(backend: str, model: str | None = None, adapter: str | None 
     the engine); otherwise the rule-based engine, never the untrained base model."""
     if backend != "auto":
         return backend
-    env = os.environ.get(models.ENV_ADAPTER, "")
-    named = model is not None or any(a is not None and str(a).lower() not in ("", "none")
-                                     for a in (adapter, env or None))
+    asked = adapter if adapter is not None else os.environ.get(models.ENV_ADAPTER, "")
+    named = model is not None or str(asked).lower() not in ("", "none")
     shipped = models.ships_as_default() and models.resolve_adapter(model, adapter)
     return "transformers" if named or shipped else "engine"
 
