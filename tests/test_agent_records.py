@@ -121,6 +121,17 @@ def test_caption_follows_the_arc_in_whole_sentences():
     assert neutral_at < max(e.caption.find(w) for w in ("smil", "happy", "cheerful"))
 
 
+def test_a_narrated_movement_names_no_emotion():
+    # The caption's emotion words come from the segments; a movement phrase that said
+    # "smile" put happiness into a neutral stretch, and the check flagged the renderer.
+    from agent import faithfulness
+    from prompts import load_yaml
+
+    for au, cue in load_yaml("au_cues").items():
+        for phrase in cue["action"]:
+            assert not faithfulness.emotion_mentions(phrase), (au, phrase)
+
+
 def test_a_faithful_note_is_shown_and_an_unfaithful_one_withheld():
     good = render.explanation(A, T0, SMILE.model_copy(update={"note": "A felt smile builds after 2 s"}))
     assert good.interpretation.endswith("A felt smile builds after 2 s.") and good.withheld == []
