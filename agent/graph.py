@@ -266,13 +266,17 @@ def times_in(text: str) -> list[float]:
 
 
 def fallback_answer(task: Task, question: str) -> Answer:
-    """A rule-based answer when the model gave none: the moment asked about, else the
-    segment of an emotion the question names, else the face's longest segment."""
+    """A rule-based answer when the model gave none: the two moments asked about compared,
+    else the one moment, else the segment of an emotion the question names, else the
+    face's longest segment."""
     from agent.decision import ToolRequest
     from agent.faithfulness import emotion_mentions
 
     f = task.facts
     asked = times_in(question)
+    if len(asked) >= 2:  # "compare second 2 and 8", "between 3 s and 12 s"
+        r = task.toolbox.run(ToolRequest(tool="compare_moments", args={"t1": asked[0], "t2": asked[1]}))
+        return Answer(ref=[r["id"]] if "id" in r else [], label=None)
     if asked:
         r = task.toolbox.run(ToolRequest(tool="moment", args={"t": asked[0]}))
         return Answer(ref=[r["id"]] if "id" in r else [], label=r.get("label"))

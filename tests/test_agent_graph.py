@@ -161,6 +161,15 @@ def test_chat_without_a_usable_reply_answers_from_the_rules():
     assert any(abs(t - 3.0) <= 0.5 for t in ans.cited_times)
 
 
+def test_the_rules_compare_two_moments_a_question_names():
+    # A question with two times asks how the face changes between them: both are reported,
+    # not only the first one.
+    s = ChatSession.start(explain(A, backend="engine"), backend="engine")
+    ans = chat(s, "How does the face change between 1 s and 3 s?")
+    assert ans.text.startswith("From 1.0 s to 3.0 s") and sorted(ans.cited_times) == [1.0, 3.0]
+    assert "AU" in ans.text or "barely changes" in ans.text
+
+
 def test_the_rules_backend_decides_and_answers_without_a_model(monkeypatch, tmp_path):
     from agent import models
     from agent.backends import RulesBackend, make_backend, resolve_backend
