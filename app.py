@@ -807,28 +807,6 @@ def _jsonable(x: Any) -> Any:
 
 
 # ---------------------------------------------------------------- CLI
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register `facereason serve` (agent/cli.py assembles sub-commands from modules)."""
-    p = sub.add_parser("serve", help="serve the explain-expression API and the Gradio page")
-    _serve_args(p)
-    p.set_defaults(func=run_serve)
-
-
-def _serve_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default=None, help="bind address (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=None, help="port (default 7860)")
-    p.add_argument("--backend", choices=["auto", "transformers", "openai", "engine"], default=None,
-                   help="auto (default): the shipped fine-tuned model in-process, or the rule-based "
-                        "engine if none is shipped; openai: a server such as vLLM; engine: rules only")
-    p.add_argument("--model", default=None, help="model folder or served model name")
-    p.add_argument("--adapter", default=None, help="LoRA adapter folder (transformers backend)")
-    p.add_argument("--base-url", default=None, help="e.g. http://127.0.0.1:8000/v1 (openai backend)")
-    p.add_argument("--workers", type=int, default=None, help="requests analysed at once (default 1)")
-    p.add_argument("--queue", type=int, default=None, help="requests waiting before 503 (default 8)")
-    p.add_argument("--no-ui", action="store_true", help="API only, no Gradio page")
-    p.add_argument("--preload", action="store_true", help="load the models before taking requests")
-
-
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -851,6 +829,8 @@ def run_serve(args: argparse.Namespace) -> int:
 if __name__ == "__main__":
     import sys
 
+    from agent.commands import serve_args
+
     parser = argparse.ArgumentParser(prog="app.py", description="Serve FaceReason.")
-    _serve_args(parser)
+    serve_args(parser)
     sys.exit(run_serve(parser.parse_args()))

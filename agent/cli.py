@@ -16,8 +16,7 @@ import sys
 COMMAND_MODULES = [
     "tools.commands",  # analyze, assets
     "evals.commands",  # eval fec|emotion|au|explanations
-    "agent.commands",  # explain
-    "app",  # serve
+    "agent.commands",  # explain, serve (app.py, imported when it runs)
     "finetune.commands",  # train data|sft|grpo|eval|report|merge|ship|all
 ]
 

@@ -1,4 +1,6 @@
-"""`facereason explain`: perception, then the reasoning agent, printed as text (or JSON)."""
+"""`facereason explain` (perception, then the reasoning agent, printed as text or JSON) and
+`facereason serve` (the API and the page in app.py). Only argparse at import: the
+command line's --help must not load torch or the web stack."""
 
 from __future__ import annotations
 
@@ -6,8 +8,40 @@ import argparse
 import json
 import sys
 
+BACKENDS = ["auto", "transformers", "openai", "engine"]
+BACKEND_HELP = ("auto (default): the shipped fine-tuned model where its ship.json makes it the "
+                "default, else the rule-based engine (agent.backends.resolve_backend); "
+                "transformers: an in-process model (the shipped adapter unless --adapter); "
+                "openai: a server such as vLLM; engine: rules only, no model")
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    add_explain_parser(sub)
+    p = sub.add_parser("serve", help="serve the explain-expression API and the Gradio page")
+    serve_args(p)
+    p.set_defaults(func=run_serve)
+
+
+def serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=None, help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=None, help="port (default 7860)")
+    p.add_argument("--backend", choices=BACKENDS, default=None, help=BACKEND_HELP)
+    p.add_argument("--model", default=None, help="model folder or served model name")
+    p.add_argument("--adapter", default=None, help="LoRA adapter folder (transformers backend)")
+    p.add_argument("--base-url", default=None, help="e.g. http://127.0.0.1:8000/v1 (openai backend)")
+    p.add_argument("--workers", type=int, default=None, help="requests analysed at once (default 1)")
+    p.add_argument("--queue", type=int, default=None, help="requests waiting before 503 (default 8)")
+    p.add_argument("--no-ui", action="store_true", help="API only, no Gradio page")
+    p.add_argument("--preload", action="store_true", help="load the models before taking requests")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import app
+
+    return app.run_serve(args)
+
+
+def add_explain_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="analyse a video/image and explain each face's expression")
     p.add_argument("path", help="a video or image")
     p.add_argument("--question", "-q", default=None, help="a question to answer in the explanation")
@@ -16,10 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "model name (openai); default: SmolLM2-135M-Instruct")
     p.add_argument("--adapter", default=None,
                    help="PEFT LoRA adapter folder ('none' to skip the project's default adapter)")
-    p.add_argument("--backend", choices=["auto", "transformers", "openai", "engine"], default="auto",
-                   help="auto (default): the shipped fine-tuned model, or the rule-based engine if "
-                        "none is shipped; transformers: an in-process model; openai: a server; "
-                        "engine: rules only, no model")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     p.add_argument("--base-url", default=None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--api-key", default=None, help="API key for --backend openai (or $OPENAI_API_KEY)")
     p.add_argument("--label-set", default=None,

@@ -28,8 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
-from langgraph.graph import END, START, StateGraph
-
 import prompts
 from agent import engine, render
 from agent import evidence as ev
@@ -177,6 +175,7 @@ def _gen_stats(g: Any, kind: str) -> dict:
 
 def build_loop(backend: Backend, *, temperature: float = 0.0, seed: int = 0):
     """The compiled graph: model <-> act over a batch of tasks."""
+    from langgraph.graph import END, START, StateGraph  # ~1 s: loaded when a loop first runs
 
     def model(state: LoopState) -> LoopState:
         todo = [t for t in state["tasks"] if t.open]

@@ -135,6 +135,7 @@ def _mix_overrides(ds, share: float, n: int | None):
 
 def combine_adapters(base_path: str, first: str | Path, second: str | Path, out: str | Path) -> Path:
     """One adapter equal to applying `first` then `second` (LoRA concatenation), saved to `out`."""
+    models.compat()
     from peft import PeftModel
 
     base, proc = models.load(base_path)

@@ -11,6 +11,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest  # noqa: E402
 
 from tools import assets  # noqa: E402
+from tools.torchvision_compat import ensure  # noqa: E402
+
+# Tests import transformers, peft and trl directly, as the programs do only after
+# agent.models.compat(): the torchvision workaround first (tools/torchvision_compat.py).
+ensure()
 
 
 @pytest.fixture(scope="session")

@@ -43,3 +43,27 @@ def test_assets_list_shows_every_asset():
     assert r.returncode == 0
     for name in ["face-landmarker", "emotion-cnn", "test-media", "minilm"]:
         assert name in r.stdout
+
+
+HEAVY = ("torch", "transformers", "peft", "trl", "fastapi", "gradio", "langgraph", "uvicorn")
+WEB_AND_LM = ("transformers", "peft", "trl", "fastapi", "gradio", "langgraph", "uvicorn")
+
+
+def _loaded_after(code: str) -> list[str]:
+    probe = (f"import sys, contextlib, io\n{code}\n"
+             f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
+def test_help_loads_no_model_or_web_stack():
+    # Every sub-command's parser is built, as `facereason --help` does.
+    assert _loaded_after("from agent import cli\ncli.build_parser().format_help()") == []
+
+
+def test_analyze_loads_no_web_or_language_model_stack(media):
+    still = media("single_face.jpg")
+    loaded = _loaded_after("from agent import cli\nwith contextlib.redirect_stdout(io.StringIO()):\n"
+                           f"    assert cli.main(['analyze', {str(still)!r}]) == 0")
+    assert not set(loaded) & set(WEB_AND_LM), loaded

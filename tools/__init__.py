@@ -12,11 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tools.torchvision_compat import ensure as _ensure_torchvision
-
-# Every FaceReason package imports `tools`, so this one call makes transformers,
-# peft, trl and open_clip importable beside the CUDA-only torchvision wheel.
-_ensure_torchvision()
+# Importing `tools` is cheap (no torch, no MediaPipe): the command line's --help and
+# parsers import it. The torchvision workaround (tools/torchvision_compat.py) runs where
+# transformers, peft, trl or open_clip are about to load: agent.models.compat().
 
 if TYPE_CHECKING:
     from tools.analysis import Analysis

@@ -288,6 +288,9 @@ def model_dir(name: str = SMOLLM2) -> Path:
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
+    from tools.torchvision_compat import ensure
+
+    ensure()  # transformers' model registry reaches torchvision (tools/torchvision_compat.py)
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     tmp = out.with_name(out.name + ".partial")

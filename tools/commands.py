@@ -70,9 +70,6 @@ def run_assets_fetch(args: argparse.Namespace) -> int:
         p = assets.fetch(name, force=args.force)
         print(f"{name:20s} {p}")
     if not args.names or assets.SMOLLM2 in names or "smollm2-135m-gguf" in names:
-        from tools.torchvision_compat import ensure
-
-        ensure()
         print(f"{assets.SMOLLM2:20s} {assets.model_dir()}")
     return 0
 

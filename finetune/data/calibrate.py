@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-import tools  # noqa: F401
 from tools.facs import AU_CODES
 
 # Resting stretches of the real media, from tests/data/aus_labels.json.
