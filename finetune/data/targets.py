@@ -85,18 +85,15 @@ def cite_for(f: ev.FaceFacts, label: str, true_aus: list[str]) -> list[str]:
     return sorted(best.values(), key=lambda i: -f.events[i].peak)[:MAX_CITE]
 
 
-def _note(analysis: Analysis, track_id: int, scenario: str, label: str, order: list[str],
+def _note(analysis: Analysis, track_id: int, scenario: str, label: str,
           rng: random.Random) -> str:
+    # Only a confuser gets a remark. A change of expression is told by the caption from
+    # the arc; a note that re-typed it ("from happiness to sadness") was the SFT model's
+    # most common withheld sentence: it copied the template and not the emotions.
     bank = _notes()["decide"]
-    if scenario in bank and scenario != "sequence":  # a confuser's own remark
-        text = rng.choice(bank[scenario])
-    elif scenario == "sequence":  # one expression turns into another: say which
-        shown = [x for x in dict.fromkeys(order) if x != NEUTRAL]
-        if len(shown) < 2:
-            return ""
-        text = prompts.fill(rng.choice(bank["sequence"]), first=shown[0], last=shown[-1])
-    else:
+    if scenario not in bank:
         return ""
+    text = rng.choice(bank[scenario])
     track = analysis.track(track_id)
     ok = not faithfulness.check_note(text, analysis, track, allowed_labels={label})
     return text if ok else ""
@@ -123,7 +120,7 @@ def truth_decision(analysis: Analysis, track_id: int, *, label: str, aus: list[s
         alt, why, conf = rule.alt, [], round(rule.conf, 1)
         if alt is not None and (alt == label or alt in {f.segments[i].label for i in arc}):
             alt = None  # a reading the story tells is not one ruled out
-    note = _note(analysis, track_id, scenario, label, segment_order, rng)
+    note = _note(analysis, track_id, scenario, label, rng)
     return Decision(label=label, conf=round(min(max(conf, 0.1), 0.9), 1), cite=cite, arc=arc,
                     alt=alt, why=why, note=note)
 
