@@ -181,6 +181,27 @@ class _Grammar:
 
 
 # ------------------------------------------------------------------ transformers
+def _token_streamer(tokenizer: Any):
+    """transformers' TextIteratorStreamer, releasing text at every token, not at word ends.
+
+    The stock streamer holds text back until a space. A compact JSON record has none
+    until its note, so the page saw nothing, and the first-token time measured the
+    whole record, until the record was nearly written."""
+    from transformers import TextIteratorStreamer
+
+    class TokenStreamer(TextIteratorStreamer):
+        def put(self, value):
+            super().put(value)
+            if not self.token_cache:
+                return
+            text = self.tokenizer.decode(self.token_cache, **self.decode_kwargs)
+            if len(text) > self.print_len and not text.endswith("\ufffd"):  # not mid-character
+                self.on_finalized_text(text[self.print_len:])
+                self.print_len = len(text)
+
+    return TokenStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+
 _CACHE: dict[tuple, TransformersBackend] = {}
 _CACHE_LOCK = threading.Lock()
 
@@ -288,9 +309,7 @@ class TransformersBackend(Backend):
         ttft: list[float | None] = [None]
         streamer = None
         if single:
-            from transformers import TextIteratorStreamer
-
-            streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+            streamer = _token_streamer(self.tokenizer)
             gen_kwargs["streamer"] = streamer
         result: dict[str, Any] = {}
         threads = generation_threads() if self.device.type == "cpu" else None

@@ -71,3 +71,14 @@ def test_free_generation_streams(base):
     g = base.generate([{"role": "user", "content": "Say hello."}], max_new_tokens=6,
                       on_token=pieces.append)
     assert "".join(pieces).strip() == g.text.strip() and g.ttft is not None and not g.constrained
+
+
+def test_a_record_streams_token_by_token(base):
+    # A compact JSON record has no space before its note: the text must still arrive
+    # as it is written, not in one piece near the end.
+    f = ev.facts(A, A.track(0))
+    pieces: list[str] = []
+    g = base.generate(decide_messages(A, 0), schema=decision_schema(f, A.emotion_labels),
+                      max_new_tokens=160, on_token=pieces.append)
+    assert "".join(pieces) == g.text and g.constrained
+    assert len(pieces) >= g.n_tokens // 2 and pieces[0].startswith("{") and len(pieces[0]) <= 8
