@@ -66,6 +66,15 @@ def add_explain_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_explain)
 
 
+def result_json(result) -> str:
+    """An ExplainResult as `explain --json` writes it (and `batch --explain` stores it)."""
+    payload = {"explanations": [e.model_dump() for e in result.explanations], "text": result.text,
+               "model": result.model, "backend": result.backend, "timings": result.timings,
+               "message": result.message,
+               "analysis": json.loads(result.analysis.to_json())}
+    return json.dumps(payload, indent=1)
+
+
 def run_explain(args: argparse.Namespace) -> int:
     from agent import explain
 
@@ -95,12 +104,8 @@ def run_explain(args: argparse.Namespace) -> int:
                  f"total {t.get('total_s', 0):.1f} s")
     print("\n" + "\n".join(f"[{n}]" for n in notes), file=sys.stderr)
     if args.json:
-        payload = {"explanations": [e.model_dump() for e in result.explanations], "text": result.text,
-                   "model": result.model, "backend": result.backend, "timings": result.timings,
-                   "message": result.message,
-                   "analysis": json.loads(result.analysis.to_json())}
         with open(args.json, "w") as fh:
-            json.dump(payload, fh, indent=1)
+            fh.write(result_json(result))
         print(f"wrote {args.json}", file=sys.stderr)
     for fmt in ("srt", "vtt"):
         if getattr(args, fmt):
