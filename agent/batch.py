@@ -30,6 +30,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -257,7 +258,21 @@ def cluster(address: str | None = None, workers: int | None = None) -> Iterator[
         return
     common = {"logging_level": "ERROR", "log_to_driver": False}
     if address:
-        ray.init(address=address, **common)
+        hint = ("check that `ray start --head` runs there and, as its token authentication asks, "
+                "that RAY_AUTH_MODE=token and the cluster's RAY_AUTH_TOKEN are set here "
+                "(docs/scale.md)")
+        host, _, port = address.rpartition(":")
+        if host and port.isdigit() and "://" not in address:
+            try:  # ray.init waits minutes on an address where nothing listens
+                socket.create_connection((host, int(port)), timeout=10).close()
+            except OSError as exc:
+                raise FaceReasonError(f"nothing answers at {address} ({exc.strerror or exc}); "
+                                      f"{hint}.", code="no_cluster") from None
+        try:
+            ray.init(address=address, **common)
+        except ConnectionError as exc:
+            raise FaceReasonError(f"could not join the Ray cluster at {address} ({exc}); {hint}.",
+                                  code="no_cluster") from None
         try:
             yield
         finally:
