@@ -279,26 +279,19 @@ def cluster(address: str | None = None, workers: int | None = None) -> Iterator[
             ray.shutdown()
         return
     temp = tempfile.mkdtemp(prefix="fr-ray-")
-    env = {}
     if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
             or (Path.home() / ".ray" / "auth_token").exists()):
         # Ray turns token mode on for a new local cluster and, finding no token, writes one to
         # ~/.ray/auth_token; given one in the environment (which its processes inherit), it
-        # writes nothing.
-        env = {"RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+        # writes nothing. It stays set: Ray keeps the token it first read for the process's
+        # later clusters.
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     try:
         ray.init(num_cpus=workers or os.cpu_count(), include_dashboard=False, _temp_dir=temp,
                  **common)
         yield
     finally:
         ray.shutdown()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         shutil.rmtree(temp, ignore_errors=True)
 
 
