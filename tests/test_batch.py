@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import ray
+from openai_server import OpenAITestServer
 
 from agent import batch
 from agent.commands import result_json
@@ -215,6 +216,20 @@ def test_explain_results_are_what_explain_json_writes(cluster, dataset, tmp_path
     assert len(csv_rows) == 1 and csv_rows[0]["face_id"] == "1"
     # Perception-only results of the same file are a different setting, not a skip.
     assert batch.Settings(explain=True).key() != batch.Settings().key()
+
+
+def test_explain_on_a_server_sends_each_workers_requests_there(cluster, dataset, tmp_path):
+    still = dataset[0] / "single_face.jpg"
+    with OpenAITestServer(["The face smiles."] * 8) as srv:
+        settings = batch.Settings(explain=True, backend="openai", base_url=srv.base_url,
+                                  model="served-name")
+        summary = batch.run_batch([still], tmp_path, settings, workers=1, progress=False)
+        assert srv.requests and all(r["model"] == "served-name" for r in srv.requests)
+    [row] = summary.rows
+    stored = json.loads((tmp_path / row["result"]).read_text())
+    assert (stored["backend"], stored["model"]) == ("openai", "served-name")
+    # Prose is no record: the engine stood in, and the result says so.
+    assert stored["explanations"][0]["fallback_used"] is True
 
 
 def test_the_command_line_runs_a_folder_and_leaves_nothing_behind(dataset, tmp_path, media):
