@@ -111,18 +111,22 @@ class Summary:
 # ------------------------------------------------------------------ inputs
 def read_manifest(path: Path) -> list[dict[str, Any]]:
     """Rows of a CSV or JSONL manifest, each with a `path` (relative to the manifest's folder)."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        if path.suffix.lower() == ".csv":
-            rows = list(csv.DictReader(fh))
-        else:
-            rows = []
-            for n, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise FaceReasonError(f"{path.name} line {n} is not JSON ({exc.msg}).",
-                                              code="bad_manifest") from None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise FaceReasonError(f"{path.name} is not a UTF-8 text file; a manifest is CSV or JSONL.",
+                              code="bad_manifest") from None
+    if path.suffix.lower() == ".csv":
+        rows: list[Any] = list(csv.DictReader(io.StringIO(text, newline="")))
+    else:
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise FaceReasonError(f"{path.name} line {n} is not JSON ({exc.msg}).",
+                                          code="bad_manifest") from None
     for n, row in enumerate(rows, 1):
         if not isinstance(row, dict) or not row.get("path"):
             raise FaceReasonError(f"{path.name}: entry {n} has no 'path'; a manifest needs a "
