@@ -395,6 +395,8 @@ def _workers(settings: Settings, workers: int | None, jobs: int, api_key: str | 
     try:
         for status in ray.get([a.status.remote() for a in actors]):
             if err := status["init_error"]:
+                if "traceback" in err:
+                    print(err["traceback"], file=sys.stderr)
                 raise FaceReasonError(f"the workers could not start: {err['message']}",
                                       code=err["code"])
         yield actors

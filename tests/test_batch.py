@@ -26,6 +26,7 @@ from tools.commands import analysis_json
 from tools.errors import MediaError, user_message
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # a Ray cluster and real media: about a minute on 2 cores
 
 
 def _no_timings(obj):
