@@ -68,6 +68,7 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/perception.py
 	$(BIN)/python benchmarks/explain.py
+	$(BIN)/python benchmarks/batch.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

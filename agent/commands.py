@@ -17,6 +17,7 @@ BACKEND_HELP = ("auto (default): the shipped fine-tuned model where its ship.jso
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     add_explain_parser(sub)
+    add_batch_parser(sub)
     p = sub.add_parser("serve", help="serve the explain-expression API and the Gradio page")
     serve_args(p)
     p.set_defaults(func=run_serve)
@@ -66,6 +67,15 @@ def add_explain_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_explain)
 
 
+def result_json(result) -> str:
+    """An ExplainResult as `explain --json` writes it (and `batch --explain` stores it)."""
+    payload = {"explanations": [e.model_dump() for e in result.explanations], "text": result.text,
+               "model": result.model, "backend": result.backend, "timings": result.timings,
+               "message": result.message,
+               "analysis": json.loads(result.analysis.to_json())}
+    return json.dumps(payload, indent=1)
+
+
 def run_explain(args: argparse.Namespace) -> int:
     from agent import explain
 
@@ -95,16 +105,57 @@ def run_explain(args: argparse.Namespace) -> int:
                  f"total {t.get('total_s', 0):.1f} s")
     print("\n" + "\n".join(f"[{n}]" for n in notes), file=sys.stderr)
     if args.json:
-        payload = {"explanations": [e.model_dump() for e in result.explanations], "text": result.text,
-                   "model": result.model, "backend": result.backend, "timings": result.timings,
-                   "message": result.message,
-                   "analysis": json.loads(result.analysis.to_json())}
         with open(args.json, "w") as fh:
-            json.dump(payload, fh, indent=1)
+            fh.write(result_json(result))
         print(f"wrote {args.json}", file=sys.stderr)
     for fmt in ("srt", "vtt"):
         if getattr(args, fmt):
             from agent import subtitles
 
             print(f"wrote {subtitles.write(result, getattr(args, fmt), fmt)}", file=sys.stderr)
+    return 0
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+        return value
+    return parse
+
+
+def add_batch_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("batch", help="a dataset through perception (and --explain) on Ray, with an index")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="files, folders (searched recursively for videos and images) or manifests "
+                        "(CSV or JSONL with a 'path' column; the other columns go to the index)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="one JSON result per input (as analyze/explain --json write it) and index.csv")
+    p.add_argument("--workers", type=_positive(int), default=None,
+                   help="Ray actors, one CPU each (default: every CPU of the cluster)")
+    p.add_argument("--explain", action="store_true", help="store what `explain --json` writes")
+    p.add_argument("--fps", type=_positive(float), default=None, help="frames per second to analyse")
+    p.add_argument("--max-faces", type=_positive(int), default=None,
+                   help="most faces per frame (default: as analyze, or explain with --explain)")
+    p.add_argument("--csv", action="store_true", help="also write each input's CSV beside its JSON")
+    p.add_argument("--address", default=None,
+                   help="join this Ray cluster (e.g. 10.0.0.1:6379 or 'auto'; default: start one here)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
+    p.add_argument("--model", default=None, help="model for --explain (as in `explain --model`)")
+    p.add_argument("--adapter", default=None, help="LoRA adapter for --explain (transformers backend)")
+    p.add_argument("--base-url", default=None, help="OpenAI-compatible server for --backend openai")
+    p.add_argument("--api-key", default=None, help="API key for --backend openai (or $OPENAI_API_KEY)")
+    p.set_defaults(func=run_batch)
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    from agent import batch
+
+    settings = batch.Settings(fps=args.fps, max_faces=args.max_faces, explain=args.explain,
+                              backend=args.backend, model=args.model, adapter=args.adapter,
+                              base_url=args.base_url)
+    summary = batch.run_batch(args.inputs, args.out, settings, workers=args.workers,
+                              address=args.address, want_csv=args.csv, api_key=args.api_key)
+    print(summary)
     return 0

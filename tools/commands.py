@@ -31,6 +31,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(func=run_assets_list)
 
 
+def analysis_json(analysis, landmarks: bool = False) -> str:
+    """An Analysis as `analyze --json` writes it (and `batch` stores it)."""
+    return analysis.to_json(include_landmarks=landmarks, indent=1)
+
+
 def run_analyze(args: argparse.Namespace) -> int:
     from tools.pipeline import analyze
     from tools.summary import summarize
@@ -41,7 +46,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     print(summarize(analysis, elapsed))
     if args.json:
         with open(args.json, "w") as fh:
-            fh.write(analysis.to_json(include_landmarks=args.landmarks, indent=1))
+            fh.write(analysis_json(analysis, args.landmarks))
         print(f"wrote {args.json}")
     if args.csv:
         analysis.to_csv(args.csv)

@@ -28,6 +28,10 @@ from tools.errors import MediaError
 VIDEO_FORMATS = {"mov,mp4,m4a,3gp,3g2,mj2": "mp4/mov", "matroska,webm": "mkv/webm", "avi": "avi"}
 IMAGE_FORMATS = {"JPEG", "PNG", "BMP", "WEBP", "TIFF", "MPO"}
 SUPPORTED = "video (mp4, mov, webm, mkv, avi) or image (jpg, png, bmp, webp, tiff)"
+# The file names a folder is searched for (`facereason batch DIR`); a file named on its own is
+# tried whatever its name, and the content decides either way.
+MEDIA_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi",
+                  ".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 # Pillow guards against decompression bombs itself; our own limit is checked first.
 Image.MAX_IMAGE_PIXELS = None
