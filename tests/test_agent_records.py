@@ -121,7 +121,7 @@ def test_caption_follows_the_arc_in_whole_sentences():
     assert neutral_at < max(e.caption.find(w) for w in ("smil", "happy", "cheerful"))
 
 
-def test_a_narrated_movement_names_no_emotion():
+def test_cue_phrases_name_no_emotion_but_their_own():
     # The caption's emotion words come from the segments; a movement phrase that said
     # "smile" put happiness into a neutral stretch, and the check flagged the renderer.
     from agent import faithfulness
@@ -130,6 +130,11 @@ def test_a_narrated_movement_names_no_emotion():
     for au, cue in load_yaml("au_cues").items():
         for phrase in cue["action"]:
             assert not faithfulness.emotion_mentions(phrase), (au, phrase)
+        # What an AU suggests for a label names that label only ("brows that separate
+        # fear from surprise" named surprise in a face without it, and was flagged).
+        for label, phrase in cue["suggests"].items():
+            named = {lab for _, lab, neg in faithfulness.emotion_mentions(phrase) if not neg}
+            assert named <= {label}, (au, label, phrase)
 
 
 def test_a_faithful_note_is_shown_and_an_unfaithful_one_withheld():
