@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tools import jsonl
 from tools.errors import FaceReasonError, MediaError
 
 INDEX = "index.csv"
@@ -119,14 +120,7 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
     if path.suffix.lower() == ".csv":
         rows: list[Any] = list(csv.DictReader(io.StringIO(text, newline="")))
     else:
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise FaceReasonError(f"{path.name} line {n} is not JSON ({exc.msg}).",
-                                          code="bad_manifest") from None
+        rows = jsonl.rows(text, path.name, code="bad_manifest")
     for n, row in enumerate(rows, 1):
         if not isinstance(row, dict) or not row.get("path"):
             raise FaceReasonError(f"{path.name}: entry {n} has no 'path'; a manifest needs a "

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from evals.judges import Judge
 from evals.metrics import aggregate_f1, autodq, cider, extract_events, rouge_l, tem
+from tools import jsonl
 from tools.errors import FaceReasonError
 
 
@@ -38,14 +39,7 @@ def _read_json_or_jsonl(path: Path) -> list:
         except json.JSONDecodeError as exc:
             raise FaceReasonError(f"{path} is not valid JSON: {exc}.") from None
         return data
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise FaceReasonError(f"{path}, line {n}: not valid JSON ({exc}).") from None
-    return rows
+    return jsonl.rows(text, str(path))
 
 
 def load_references(path: str | Path) -> list[dict]:

@@ -76,7 +76,7 @@ def test_a_jsonl_manifest_keeps_its_columns_and_a_bad_one_is_a_sentence(tmp_path
     a, c = batch.collect([tmp_path / "m.jsonl", tmp_path / "a.mp4"])
     assert (a.path, a.extra) == (tmp_path / "a.mp4", {"label": "happy", "path2": 3})
     assert (c.path, c.extra) == (tmp_path / "b" / "c.jpg", {"manifest_status": "train"})
-    for name, text, words in [("n.jsonl", '{"path": "a.mp4"}\nnot json\n', "line 2 is not JSON"),
+    for name, text, words in [("n.jsonl", '{"path": "a.mp4"}\nnot json\n', "line 2: not valid JSON"),
                               ("p.csv", "file,label\na.mp4,x\n", "entry 1 has no 'path'")]:
         (tmp_path / name).write_text(text)
         with pytest.raises(batch.FaceReasonError, match=words) as exc:
