@@ -19,6 +19,10 @@ def add_parser(subparsers) -> None:
     f.add_argument("--pred", help="predictions, jsonl of {id, caption}")
     f.add_argument("--videos", help="caption the reference videos in this folder with our agent first")
     f.add_argument("--model", help="with --videos: the agent's model; otherwise the llm judge's model")
+    f.add_argument("--caption-workers", type=int, default=None,
+                   help="with --videos: Ray actors captioning (default: one per CPU; see facereason batch)")
+    f.add_argument("--address", default=None,
+                   help="with --videos: an existing Ray cluster to caption on (default: a local one)")
     f.add_argument("--judge", choices=["offline", "llm"], default="offline")
     f.add_argument("--judge-model", help="the llm judge's model (needed with --videos)")
     f.add_argument("--base-url", help="OpenAI-compatible API root of the llm judge, e.g. http://127.0.0.1:8000/v1")
@@ -67,7 +71,11 @@ def _fec(args: argparse.Namespace) -> int:
         if out is None:
             raise FaceReasonError("--videos needs --out (the generated captions are kept there).")
         out.mkdir(parents=True, exist_ok=True)
-        preds = generate_predictions(refs, args.videos, args.model, out / "predictions.jsonl")
+        preds, problems = generate_predictions(refs, args.videos, args.model, out / "predictions.jsonl",
+                                               progress=sys.stderr.isatty(), workers=args.caption_workers,
+                                               address=args.address)
+        for p in problems:  # each is scored as a missing caption
+            print(f"item {p['id']}: {p['message']} ({p['code']}); scored as missing", file=sys.stderr)
         judge_model = args.judge_model
     elif args.pred:
         preds = load_predictions(args.pred)

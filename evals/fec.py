@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -80,18 +81,21 @@ def _sha(text: str) -> str:
 
 
 def score_item(item_id: str, pred: str, ref: str, judge: Judge) -> dict:
-    """Every per-item score with its evidence (CIDEr is added later: it needs the whole set)."""
+    """Every per-item score with its evidence (CIDEr is added later: it needs the whole set).
+
+    An empty caption against a non-empty reference scores 0 on every metric. By the
+    metrics' own rule (a side without events scores 1.0), a missing caption scored 1.0
+    wherever the judge found no event in the reference ("Someone frowns.")."""
     pe, re_ = extract_events(pred, judge), extract_events(ref, judge)
     a = autodq(pred, ref, judge, pred_events=pe, ref_events=re_)
     t = tem(pred, ref, judge, pred_events=pe, ref_events=re_)
+    scores = {"autodq": a.score, "autodq_precision": a.precision, "autodq_recall": a.recall,
+              "tem": t.score, "tem_precision": t.precision, "tem_recall": t.recall}
+    if not pred.strip() and ref.strip():
+        scores = dict.fromkeys(scores, 0.0)
     return {
         "id": item_id,
-        "autodq": a.score,
-        "autodq_precision": a.precision,
-        "autodq_recall": a.recall,
-        "tem": t.score,
-        "tem_precision": t.precision,
-        "tem_recall": t.recall,
+        **scores,
         "rouge_l": rouge_l(pred, ref),
         "cider": None,
         "judge": judge.name,
@@ -256,29 +260,49 @@ def write_report(result: dict, out_dir: str | Path, worst: int = 5) -> Path:
 
 
 def generate_predictions(references: list[dict], videos: str | Path, model: str | None,
-                         out_path: str | Path, progress: bool = True) -> dict[str, str]:
-    """Caption each reference's video with our agent (`agent.explain`), resumably, into a jsonl."""
-    from tqdm import tqdm
+                         out_path: str | Path, progress: bool = True, workers: int | None = None,
+                         address: str | None = None) -> tuple[dict[str, str], list[dict]]:
+    """Caption each reference's video with our agent, through `facereason batch` (Ray actors,
+    results kept beside `out_path` in captions/, so a rerun explains only what is new).
 
-    from agent import explain
+    Returns (captions by item id, problems): a video that is not in the folder or cannot be
+    read is a problem row {id, video, code, message} and gets no caption (run_fec then
+    scores it as missing), never a crash. The captions are also written to `out_path`."""
+    from agent.batch import Settings, run_batch
 
     videos, out_path = Path(videos), Path(out_path)
     if not videos.is_dir():
         raise FaceReasonError(f"--videos {videos} is not a folder.")
-    done = load_predictions(out_path) if out_path.is_file() else {}
-    with open(out_path, "a", encoding="utf-8") as sink:
-        for r in tqdm(references, desc="captions", disable=not progress):
-            if r["id"] in done:
-                continue
-            name = r.get("video") or r["id"]
-            path = videos / name
-            if not path.exists():
-                path = videos / Path(str(name)).name
-            if not path.exists():
-                raise FaceReasonError(f"The video for item {r['id']!r} ({name}) is not in {videos}.")
-            res = explain(path, model=model)
-            caption = res.explanations[0].caption if res.explanations else ""
-            done[r["id"]] = caption
-            sink.write(json.dumps({"id": r["id"], "caption": caption}) + "\n")
-            sink.flush()
-    return done
+    wanted: dict[str, Path] = {}
+    problems: list[dict] = []
+    for r in references:
+        name = str(r.get("video") or r["id"])
+        path = next((p for p in (videos / name, videos / Path(name).name) if p.is_file()), None)
+        if path is None:
+            problems.append({"id": r["id"], "video": name, "code": "not_found",
+                             "message": f"{name} is not in {videos}."})
+        else:
+            wanted[r["id"]] = Path(os.path.normpath(path))
+    captions_dir = out_path.parent / "captions"
+    rows = {}
+    if wanted:
+        summary = run_batch(sorted({str(p) for p in wanted.values()}), captions_dir,
+                            Settings(explain=True, model=model), workers=workers, address=address,
+                            progress=progress)
+        rows = {row["path"]: row for row in summary.rows}
+    preds: dict[str, str] = {}
+    for item_id, path in wanted.items():
+        row = rows.get(str(path), {"status": "error", "code": "internal_error",
+                                   "message": "the batch returned no row for it"})
+        if row["status"] != "ok":
+            problems.append({"id": item_id, "video": path.name, "code": row["code"],
+                             "message": row["message"]})
+            continue
+        result = json.loads((captions_dir / row["result"]).read_text(encoding="utf-8"))
+        explanations = result.get("explanations") or []
+        preds[item_id] = explanations[0]["caption"] if explanations else ""
+    tmp = out_path.with_name(out_path.name + ".partial")
+    tmp.write_text("".join(json.dumps({"id": k, "caption": v}) + "\n" for k, v in preds.items()),
+                   encoding="utf-8")
+    os.replace(tmp, out_path)
+    return preds, problems

@@ -275,3 +275,37 @@ def test_the_command_line_runs_a_folder_and_leaves_nothing_behind(dataset, tmp_p
         assert list(temp.iterdir()) == [] and not (home / ".ray").exists()
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_fec_videos_are_captioned_through_batch(cluster, media, tmp_path):
+    # `facereason eval fec --videos`: each referenced video explained on the cluster, a bad
+    # or absent video a problem row scored as missing, and a rerun explains nothing again.
+    from agent import explain
+    from evals.fec import generate_predictions, run_fec
+    from evals.judges import make_judge
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(media("single_face.mp4"), videos / "single_face.mp4")
+    (videos / "x.mp4").write_text("not a video\n")
+    refs = [{"id": "a", "video": "single_face.mp4", "caption": "A man smiles broadly."},
+            {"id": "b", "video": "x.mp4", "caption": "Someone frowns."},
+            {"id": "c", "video": "gone.mp4", "caption": "Someone laughs."}]
+    out = tmp_path / "report"
+    out.mkdir()
+    preds, problems = generate_predictions(refs, videos, None, out / "predictions.jsonl", progress=False)
+    serial = explain(media("single_face.mp4"))
+    assert preds == {"a": serial.explanations[0].caption} and preds["a"]
+    by_id = {p["id"]: p for p in problems}
+    assert sorted(by_id) == ["b", "c"] and by_id["c"]["code"] == "not_found"
+    with pytest.raises(MediaError) as bad:
+        analyze(videos / "x.mp4")
+    assert by_id["b"]["code"] == bad.value.code
+    assert [json.loads(x)["id"] for x in (out / "predictions.jsonl").read_text().splitlines()] == ["a"]
+    stored = sorted((out / "captions").glob("*.json"))
+    stamps = [p.stat().st_mtime_ns for p in stored]
+    again, _ = generate_predictions(refs, videos, None, out / "predictions.jsonl", progress=False)
+    assert again == preds and [p.stat().st_mtime_ns for p in stored] == stamps
+    result = run_fec(preds, refs, make_judge("offline"), out_dir=out, workers=1, progress=False)
+    assert result["missing"] == ["b", "c"] and result["summary"]["missing"] == 2
+    assert (out / "report.md").is_file()

@@ -72,6 +72,16 @@ def test_fec_runner_round_trip_and_resume(tmp_path, judge):
     assert again["items"][1]["autodq"] == 1.0
 
 
+def test_a_missing_caption_scores_zero_even_where_the_reference_has_no_events(judge):
+    # The offline extractor finds no event in "Someone frowns."; by the metrics' own rule an
+    # empty side then scores 1.0, so a missing caption used to score a perfect 1.0 there.
+    from evals.fec import score_item
+
+    for ref in ("Someone frowns.", REFS[2]["caption"]):
+        row = score_item("x", "", ref, judge)
+        assert row["autodq"] == row["tem"] == row["autodq_recall"] == row["tem_recall"] == 0.0
+
+
 def test_cli_eval_fec_offline(tmp_path, capsys):
     ref, pred = _write(tmp_path, {r["id"]: r["caption"] for r in REFS})
     assert main(["eval", "fec", "--ref", str(ref), "--pred", str(pred), "--out", str(tmp_path / "o")]) == 0
