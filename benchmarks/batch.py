@@ -1,6 +1,7 @@
 """`facereason batch` speed on the real test media: serial vs 1 and 2 Ray workers.
 
     python benchmarks/batch.py [--workers 1 2] [--repeats 1] [--explain]
+    python benchmarks/batch.py --copies 4 --media WolfgangLanger_Pexels.mp4   # issue 15's set
 
 Measured in one run on the same files (every file of the test-media asset: videos and
 photos, one face, several faces, none): `analyze` on each file in this process (the serial
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -35,11 +37,18 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--explain", action="store_true")
+    ap.add_argument("--media", help="one test-media file instead of the whole folder")
+    ap.add_argument("--copies", type=int, default=1, help="with --media: that many copies of it")
     args = ap.parse_args()
+    tmp = tempfile.TemporaryDirectory()
     folder = assets.media("single_face.mp4").parent
+    if args.media:
+        folder = Path(tmp.name)
+        for i in range(args.copies):
+            shutil.copy(assets.media(args.media), folder / f"copy{i}_{args.media}")
     files = sorted(p for p in folder.iterdir() if p.is_file())
     settings = batch.Settings(explain=args.explain)
-    report: dict = {"files": len(files), "cpus": os.cpu_count(), "python": platform.python_version(),
+    report: dict = {"files": len(files), "media": args.media or "all test media", "cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_before": os.getloadavg()}
 
     if not args.explain:
@@ -70,7 +79,12 @@ def main() -> None:
         report[f"workers_{n}"] = {"wall_s": round(statistics.median(walls), 2),
                                   "startup_s": round(statistics.median(starts), 2)}
     report["load_after"] = os.getloadavg()
+    w = {n: report[f"workers_{n}"] for n in args.workers}
+    if 1 in w and 2 in w:  # the work itself, start-up taken out
+        report["speedup_2_over_1"] = round((w[1]["wall_s"] - w[1]["startup_s"])
+                                           / (w[2]["wall_s"] - w[2]["startup_s"]), 2)
     print(json.dumps(report, indent=1))
+    tmp.cleanup()
 
 
 if __name__ == "__main__":
