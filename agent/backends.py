@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import copy
+import functools
 import json
 import os
 import threading
@@ -181,12 +182,14 @@ class _Grammar:
 
 
 # ------------------------------------------------------------------ transformers
-def _token_streamer(tokenizer: Any):
+@functools.cache
+def _token_streamer_class():
     """transformers' TextIteratorStreamer, releasing text at every token, not at word ends.
 
     The stock streamer holds text back until a space. A compact JSON record has none
     until its note, so the page saw nothing, and the first-token time measured the
-    whole record, until the record was nearly written."""
+    whole record, until the record was nearly written. (Defined on first use: transformers
+    loads only with a model.)"""
     from transformers import TextIteratorStreamer
 
     class TokenStreamer(TextIteratorStreamer):
@@ -199,7 +202,11 @@ def _token_streamer(tokenizer: Any):
                 self.on_finalized_text(text[self.print_len:])
                 self.print_len = len(text)
 
-    return TokenStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    return TokenStreamer
+
+
+def _token_streamer(tokenizer: Any):
+    return _token_streamer_class()(tokenizer, skip_prompt=True, skip_special_tokens=True)
 
 
 _CACHE: dict[tuple, TransformersBackend] = {}

@@ -41,8 +41,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools import jsonl
 from tools.errors import FaceReasonError, MediaError
+from tools.files import jsonl_rows, write_atomic
 
 INDEX = "index.csv"
 COLUMNS = ["path", "status", "code", "message", "faces", "dominant_emotion", "seconds", "result"]
@@ -120,7 +120,7 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
     if path.suffix.lower() == ".csv":
         rows: list[Any] = list(csv.DictReader(io.StringIO(text, newline="")))
     else:
-        rows = jsonl.rows(text, path.name, code="bad_manifest")
+        rows = jsonl_rows(text, path.name, code="bad_manifest")
     for n, row in enumerate(rows, 1):
         if not isinstance(row, dict) or not row.get("path"):
             raise FaceReasonError(f"{path.name}: entry {n} has no 'path'; a manifest needs a "
@@ -294,20 +294,6 @@ def cluster(address: str | None = None, workers: int | None = None) -> Iterator[
 
 
 # ------------------------------------------------------------------ results and the index
-def _write_atomic(path: Path, text: str) -> None:
-    """A reader sees the old file or the new one, never half of one (the temp file is beside
-    it, so os.replace is a rename; unlike mkstemp's, it gets the usual permissions)."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _finished(out: Path, item: Input, want_csv: bool) -> dict[str, Any] | None:
     """The stored result of an input, if this run need not compute it."""
     if item.result is None or not (out / item.result).exists():
@@ -342,14 +328,14 @@ def _row(item: Input, payload: dict[str, Any], stored: bool) -> dict[str, Any]:
 def _store(out: Path, item: Input, res: dict[str, Any]) -> dict[str, Any]:
     """Write one worker's answer into DIR; its index row."""
     if "json" in res:
-        _write_atomic(out / item.result, res["json"])
+        write_atomic(out / item.result, res["json"])
         if res["csv"] is not None:
-            _write_atomic(out / _csv_name(item.result), res["csv"])
+            write_atomic(out / _csv_name(item.result), res["csv"])
         return _row(item, json.loads(res["json"]), stored=True)
     err = res["error"]
     payload = {"error": {"code": err["code"], "message": err["message"]}}  # as the API answers
     if err.get("store"):
-        _write_atomic(out / item.result, json.dumps(payload, indent=1))
+        write_atomic(out / item.result, json.dumps(payload, indent=1))
     return _row(item, payload, stored=bool(err.get("store")))
 
 
@@ -359,7 +345,7 @@ def write_index(out: Path, rows: list[dict[str, Any]]) -> Path:
     w = csv.DictWriter(buf, fieldnames=COLUMNS + extras, lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    _write_atomic(out / INDEX, buf.getvalue())
+    write_atomic(out / INDEX, buf.getvalue())
     return out / INDEX
 
 

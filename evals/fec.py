@@ -24,8 +24,8 @@ from pathlib import Path
 
 from evals.judges import Judge
 from evals.metrics import aggregate_f1, autodq, cider, extract_events, rouge_l, tem
-from tools import jsonl
 from tools.errors import FaceReasonError
+from tools.files import jsonl_rows, write_atomic
 
 
 def _read_json_or_jsonl(path: Path) -> list:
@@ -40,7 +40,7 @@ def _read_json_or_jsonl(path: Path) -> list:
         except json.JSONDecodeError as exc:
             raise FaceReasonError(f"{path} is not valid JSON: {exc}.") from None
         return data
-    return jsonl.rows(text, str(path))
+    return jsonl_rows(text, str(path))
 
 
 def load_references(path: str | Path) -> list[dict]:
@@ -301,8 +301,5 @@ def generate_predictions(references: list[dict], videos: str | Path, model: str 
         result = json.loads((captions_dir / row["result"]).read_text(encoding="utf-8"))
         explanations = result.get("explanations") or []
         preds[item_id] = explanations[0]["caption"] if explanations else ""
-    tmp = out_path.with_name(out_path.name + ".partial")
-    tmp.write_text("".join(json.dumps({"id": k, "caption": v}) + "\n" for k, v in preds.items()),
-                   encoding="utf-8")
-    os.replace(tmp, out_path)
+    write_atomic(out_path, "".join(json.dumps({"id": k, "caption": v}) + "\n" for k, v in preds.items()))
     return preds, problems

@@ -30,8 +30,9 @@ IMAGE_FORMATS = {"JPEG", "PNG", "BMP", "WEBP", "TIFF", "MPO"}
 SUPPORTED = "video (mp4, mov, webm, mkv, avi) or image (jpg, png, bmp, webp, tiff)"
 # The file names a folder is searched for (`facereason batch DIR`); a file named on its own is
 # tried whatever its name, and the content decides either way.
-MEDIA_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi",
-                  ".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+MEDIA_SUFFIXES = VIDEO_SUFFIXES | IMAGE_SUFFIXES
 
 # Pillow guards against decompression bombs itself; our own limit is checked first.
 Image.MAX_IMAGE_PIXELS = None

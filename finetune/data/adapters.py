@@ -31,9 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from finetune.data.builder import TrainingDataError
+from tools.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
-IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-VIDEO_EXT = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 # DFEW's label order (Jiang et al. 2020): 1 happy ... 7 fear.
 DFEW_LABELS = {1: "happiness", 2: "sadness", 3: "neutral", 4: "anger", 5: "surprise", 6: "disgust",
                7: "fear"}
@@ -165,9 +164,9 @@ def read_image_folder(root: str | Path) -> list[Item]:
     items = [Item(media=str(f), id=f"{d.name}/{f.stem}", label=normalise_label(d.name),
                   identity=f.stem, source="image-folder")
              for d in sorted(r.iterdir()) if d.is_dir()
-             for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_EXT]
+             for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
     if not items:
-        raise TrainingDataError(f"{r} has no <label>/<image> files ({', '.join(sorted(IMAGE_EXT))})")
+        raise TrainingDataError(f"{r} has no <label>/<image> files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return items
 
 
@@ -202,7 +201,7 @@ def read_csv(path: str | Path, media_root: str | Path | None = None,
         if raw.isdigit() and label is None:
             raise TrainingDataError(f"{p}: numeric label {raw} has no entry in the label map")
         media = _resolve(root, r[pcol])
-        kind = "video-csv" if media.suffix.lower() in VIDEO_EXT else "image-csv"
+        kind = "video-csv" if media.suffix.lower() in VIDEO_SUFFIXES else "image-csv"
         items.append(Item(media=str(media), id=media.stem, label=label,
                           identity=str(r[idcol]) if idcol else media.stem, source=kind))
     return items
