@@ -104,7 +104,11 @@ def train(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None = N
     train_ds = _rows(dsd["train"].shuffle(seed=int(cfg.get("shuffle_seed", 0))),
                      cfg.get("max_train_rows"), vlm, kinds)
     eval_ds = _rows(dsd["test"], cfg.get("max_eval_rows"), vlm, kinds) if cfg.get("max_eval_rows") else None
-    model, proc = models.load(model_path, dtype=cfg.get("dtype", "float32"))
+    init = cfg.get("init_adapter")  # continue an adapter (new data, more epochs) instead of a fresh LoRA
+    if init and not Path(init).is_dir():
+        raise C.TrainingConfigError(f"init_adapter: no adapter folder at {init}")
+    model, proc = models.load(model_path, adapter=init or None, trainable=bool(init),
+                              dtype=cfg.get("dtype", "float32"))
     section = dict(cfg.get("sft", {}))
     if "chat_template_path" not in section and section.get("assistant_only_loss", True):
         tpl = training_template(proc, list(train_ds))
@@ -113,7 +117,8 @@ def train(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None = N
     args = C.trl_args(SFTConfig, {"assistant_only_loss": True, "report_to": "none", **section},
                       output_dir=str(out))
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                         processing_class=proc, peft_config=lora_config(cfg.get("lora", {})))
+                         processing_class=proc,
+                         peft_config=None if init else lora_config(cfg.get("lora", {})))
     resume = cfg.get("resume", "auto")
     ckpt = last_checkpoint(out) if resume == "auto" else (resume or None)
     t0 = time.time()
@@ -122,7 +127,7 @@ def train(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None = N
     trainer.save_model(str(adapter))
     save_processing(model_path, adapter)
     C.write_run_report(out, trainer, t0, stage="sft", model=model_path, train_rows=len(train_ds),
-                       train_loss=result.training_loss, resumed_from=ckpt)
+                       train_loss=result.training_loss, resumed_from=ckpt, init_adapter=init)
     return adapter
 
 

@@ -109,6 +109,22 @@ def test_sft_resumes_from_its_last_checkpoint(smoke):
 
 
 @pytest.mark.slow
+def test_sft_continues_an_adapter(smoke, tmp_path):
+    """init_adapter: a second SFT run starts from the first adapter's weights, not a fresh
+    LoRA (whose B is zero). At learning rate 0 the step changes nothing, so the saved
+    adapter is the one it started from."""
+    _, cfg, result = smoke
+    first = Path(result["outputs"]["sft"])
+    sub = {**cfg["sft"], "init_adapter": str(first), "output_dir": str(tmp_path / "sft2"),
+           "sft": {**cfg["sft"]["sft"], "max_steps": 1, "learning_rate": 0.0}}
+    before, after = _lora_b(first), _lora_b(sft.train(sub))
+    assert len(before) == len(after) and any(b.abs().sum() > 0 for b in before)
+    assert all(torch.equal(a, b) for a, b in zip(after, before, strict=True))
+    with pytest.raises(C.TrainingConfigError, match="init_adapter"):
+        sft.train({**sub, "init_adapter": str(tmp_path / "none")})
+
+
+@pytest.mark.slow
 def test_grpo_in_processes_resumes_until_done(smoke, tmp_path):
     """`process_steps: 1` runs two GRPO processes; the second resumes the first's checkpoint."""
     _, cfg, _ = smoke
