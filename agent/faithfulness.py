@@ -55,13 +55,35 @@ def lexicon() -> tuple[list[tuple[str, str]], dict[str, int], list[str], list[st
             list(data["post_negators"]))
 
 
+def _has(words: list[str], text: str) -> bool:
+    # "n't" is glued to its verb ("doesn't"), every other negator is a word of its own
+    return any(re.search(("" if n == "n't" else r"(?<![a-z'])") + re.escape(n) + r"(?![a-z])", text)
+               for n in words)
+
+
+def negated_at(text: str, start: int, end: int) -> bool:
+    """Whether the phrase at text[start:end] is negated in its clause.
+
+    A negator ("not", "no longer", "stops" ...) before it, or a post-negator ("ruled out",
+    "fades") after it, in the same clause; a contrast word ("but", "then" ...) ends the
+    reach of a negation ("no longer sad but smiling"). Lexicon: prompts/emotion_lexicon.yaml.
+    """
+    _, _, negators, post = lexicon()
+    low = text.lower()
+    clause_start = max(low.rfind(c, 0, start) for c in ",;:.!?(") + 1
+    ends = [i for i in (low.find(c, end) for c in ",;:.!?)") if i >= 0]
+    before, after = low[clause_start:start], low[end:min(ends, default=len(low))]
+    before = re.split(r"\b(?:but|yet|while|whereas|then|instead)\b", before)[-1]
+    after = re.split(r"\b(?:but|yet|while|whereas|then|instead)\b", after)[0]
+    return _has(negators, before) or _has(post, after)
+
+
 def emotion_mentions(text: str) -> list[tuple[int, str, bool]]:
     """(position, label, negated) for each emotion phrase in `text`, in reading order.
 
-    Longer phrases win over the words inside them. A mention is negated when a
-    negator ("not", "no longer", "rather than" ...) comes before it in its clause.
+    Longer phrases win over the words inside them; `negated_at` decides negation.
     """
-    pairs, _, negators, post = lexicon()
+    pairs = lexicon()[0]
     low = text.lower()
     taken = [False] * len(low)
     hits = []
@@ -69,19 +91,8 @@ def emotion_mentions(text: str) -> list[tuple[int, str, bool]]:
         for m in re.finditer(rf"(?<![a-z]){re.escape(phrase)}(?![a-z])", low):
             if not any(taken[m.start():m.end()]):
                 taken[m.start():m.end()] = [True] * (m.end() - m.start())
-                hits.append((m.start(), lab))
-    out = []
-    for pos, lab in sorted(hits):
-        clause_start = max(low.rfind(c, 0, pos) for c in ",;:.!?(") + 1
-        ends = [i for i in (low.find(c, pos) for c in ",;:.!?)") if i >= 0]
-        before, after = low[clause_start:pos], low[pos:min(ends, default=len(low))]
-        # "no longer sad but smiling": a contrast word ends the reach of a negation.
-        before = re.split(r"\b(?:but|yet|while|whereas|then|instead)\b", before)[-1]
-        after = re.split(r"\b(?:but|yet|while|whereas|then|instead)\b", after)[0]
-        negated = any(re.search(rf"(?<![a-z']){re.escape(n)}(?![a-z])", before) for n in negators) \
-            or any(re.search(rf"(?<![a-z]){re.escape(n)}(?![a-z])", after) for n in post)
-        out.append((pos, lab, negated))
-    return out
+                hits.append((m.start(), m.end(), lab))
+    return [(a, lab, negated_at(low, a, b)) for a, b, lab in sorted(hits)]
 
 
 def _clauses(text: str) -> list[str]:
@@ -89,9 +100,7 @@ def _clauses(text: str) -> list[str]:
 
 
 def _negated(clause: str, pos: int) -> bool:
-    negators = lexicon()[2]
-    before = clause[:pos].lower()
-    return any(re.search(rf"(?<![a-z']){re.escape(n)}(?![a-z])", before) for n in negators)
+    return _has(lexicon()[2], clause[:pos].lower())
 
 
 def _peak(analysis: Analysis, track: Track, au: str, scope: tuple[float, float] | None) -> float:
