@@ -4,7 +4,7 @@ The label files (tests/data/evals_relations_*.json) hold captions and
 event/caption pairs labelled entailment / neutral / contradiction by a person.
 `agreement` runs a judge on every pair and reports accuracy, Cohen's kappa,
 per-class scores and the confusion matrix; `calibrate` picks the offline
-judge's two thresholds on the development file (never on the test file).
+judge's thresholds on the development files (never on the test or held-out file).
 """
 
 from __future__ import annotations
@@ -74,19 +74,22 @@ def agreement(judge: Judge, path: str | Path) -> dict:
 
 
 def calibrate(
-    dev_path: str | Path,
-    entail_grid: tuple[float, ...] = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7),
-    topic_grid: tuple[float, ...] = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5),
+    dev_paths: str | Path | list[str | Path],
+    entail_grid: tuple[float, ...] = (0.45, 0.5, 0.55, 0.6),
+    topic_grid: tuple[float, ...] = (0.2, 0.25, 0.3, 0.35),
+    lexicon_grid: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3),
     judge: OfflineJudge | None = None,
 ) -> dict:
-    """Grid-search the offline judge's thresholds for accuracy on the development labels."""
+    """Grid-search the offline judge's thresholds for accuracy over the development labels."""
     judge = judge or OfflineJudge()
+    paths = [dev_paths] if isinstance(dev_paths, str | Path) else list(dev_paths)
     best: dict = {"accuracy": -1.0}
-    for e, t in itertools.product(entail_grid, topic_grid):
+    for e, t, lex in itertools.product(entail_grid, topic_grid, lexicon_grid):
         if t > e:
             continue
-        judge.entail_threshold, judge.topic_threshold = e, t
-        acc = agreement(judge, dev_path)["accuracy"]
+        judge.entail_threshold, judge.topic_threshold, judge.lexicon_threshold = e, t, lex
+        runs = [agreement(judge, p) for p in paths]
+        acc = sum(r["accuracy"] * r["n"] for r in runs) / sum(r["n"] for r in runs)
         if acc > best["accuracy"]:
-            best = {"accuracy": acc, "entail_threshold": e, "topic_threshold": t}
+            best = {"accuracy": acc, "entail_threshold": e, "topic_threshold": t, "lexicon_threshold": lex}
     return best
