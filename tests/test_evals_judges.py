@@ -108,3 +108,48 @@ def test_offline_judge_agreement_with_hand_labels(offline):
     assert a["accuracy"] >= 0.7
     assert a["kappa"] >= 0.4
     assert sum(map(sum, a["confusion"])) == a["n"]
+
+
+def test_short_clauses_with_a_facial_action_are_events(offline):
+    assert offline.extract_events("She frowns. She waves.") == ["she frowns"]
+    assert offline.extract_events("The man frowns. Then he smiles.") == ["the man frowns", "later, the man smiles"]
+
+
+def test_lexicon_reads_actions_emotions_and_negation():
+    from evals.facial import read
+
+    assert read("she smiles broadly").aus == {"AU06", "AU12"}
+    assert read("he grins").aus == {"AU12"} and read("he grins").labels == {"happiness"}
+    assert read("she knits her brows").aus == {"AU04"}
+    assert read("her lip corners pulled down").aus == {"AU15"}
+    assert read("he raises his eyebrows").aus == {"AU01", "AU02"}
+    assert read("he wrinkles his nose").aus == {"AU09"}
+    assert read("she drops her jaw").aus >= {"AU26"}
+    assert read("she presses her lips").aus == {"AU24"}
+    assert read("she closes her eyes").aus == {"AU43"}
+    assert read("the woman sobs").labels == {"sadness"}
+    for negated in ("she is no longer smiling", "she stops smiling", "she looks on without a smile",
+                    "her smile fades", "she doesn't smile"):
+        r = read(negated)
+        assert not r.aus and "AU12" in r.not_aus and "happiness" in r.not_labels, negated
+    assert read("she stops crying").not_labels == {"sadness"}
+
+
+def test_offline_judge_emotion_and_time_rules(offline):
+    cap = ("at the beginning, the woman cries with her brows knitted. "
+           "towards the end, she grins and laughs.")
+    events = ["at the beginning, the woman laughs", "towards the end, the woman sobs",
+              "towards the end, the woman smiles widely", "at the beginning, the woman raises her eyebrows",
+              "towards the end, she is no longer smiling", "the woman cries and then laughs",
+              "the woman laughs and then cries", "the man laughs"]
+    assert [r.label for r in offline.classify(events, cap)] == [
+        "contradiction", "contradiction", "entailment", "contradiction",
+        "contradiction", "entailment", "contradiction", "neutral"]
+
+
+def test_offline_judge_agreement_on_held_out_media_labels(offline):
+    """Pairs written from frames of the real test media; never used for tuning (docs/evals.md)."""
+    a = agreement(offline, "tests/data/evals_relations_heldout.json")
+    assert a["n"] >= 60
+    assert a["per_class"]["contradiction"]["recall"] >= 0.8
+    assert a["accuracy"] >= 0.85 and a["kappa"] >= 0.7

@@ -13,10 +13,16 @@ REF = ("At the beginning of the video, the woman looks down with a neutral expre
        "As the video progresses, she raises her eyebrows and her eyes widen in surprise. "
        "In the middle, she smiles broadly and nods her head. "
        "Towards the end, she frowns and looks disappointed.")
-REVERSED = ("At the beginning of the video, she frowns and looks disappointed. "
-            "As the video progresses, the woman smiles broadly and nods her head. "
-            "In the middle, she raises her eyebrows and her eyes widen in surprise. "
-            "Towards the end, she looks down with a neutral expression.")
+# the same sentences, markers included, in reverse text order: every event keeps its moment
+REVERSED = ("Towards the end, she frowns and looks disappointed. "
+            "In the middle, she smiles broadly and nods her head. "
+            "As the video progresses, she raises her eyebrows and her eyes widen in surprise. "
+            "At the beginning of the video, the woman looks down with a neutral expression.")
+# the same events moved to other moments: a neutral start is now a frown, and so on
+MOVED = ("At the beginning of the video, the woman frowns and looks disappointed. "
+         "As the video progresses, she smiles broadly and nods her head. "
+         "In the middle, she raises her eyebrows and her eyes widen in surprise. "
+         "Towards the end, she looks down with a neutral expression.")
 OPPOSITE = ("At the beginning of the video, the woman looks up with an angry expression. "
             "As the video progresses, she lowers her eyebrows and her eyes narrow in anger. "
             "In the middle, she frowns deeply and looks furious. "
@@ -39,6 +45,15 @@ def test_reversed_order_keeps_autodq_and_lowers_tem(judge):
     assert a.score == pytest.approx(autodq(REF, REF, judge).score)
     assert t.score < 0.6 < a.score
     assert len(t.matches) > len(t.lcs)  # the events match; only their order is wrong
+
+
+def test_events_moved_to_other_moments_lose_autodq(judge):
+    """A frown at the start where the reference has a neutral face at the start is an error."""
+    a = autodq(MOVED, REF, judge)
+    # "as the video progresses" and "in the middle" are one part of the video to the judge,
+    # so only the swap of the start and the end is seen
+    assert a.score < 0.7
+    assert any(r.label == "contradiction" for r in a.recall_relations)
 
 
 HAPPY = ("At the beginning, the man smiles slightly. As the video progresses, his cheeks lift and he "
