@@ -12,10 +12,11 @@ A judge does three things, each on plain strings:
 `LLMJudge` asks any OpenAI-compatible chat server (vLLM, a hosted API) with the
 prompts in prompts/judge_*.txt, JSON-constrained, with retries and an on-disk
 cache. `OfflineJudge` runs here with no server: clause splitting on temporal
-markers and conjunctions, MiniLM sentence embeddings for entailment, and
-explicit contradiction rules (opposite emotions, opposite movements of one
-facial region, negation), with the word lists in
-prompts/judge_offline_rules.yaml.
+markers and conjunctions (each clause keeps its part of the video), a
+facial-expression lexicon (evals/facial.py: AUs, emotions, valence, negation)
+for contradictions and paraphrases, and MiniLM sentence embeddings for what the
+lexicon does not cover; word lists in prompts/judge_offline_rules.yaml,
+prompts/facial_actions.yaml and prompts/emotion_lexicon.yaml.
 """
 
 from __future__ import annotations
