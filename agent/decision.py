@@ -134,6 +134,24 @@ def tool_schema(names: list[str] | None = None) -> dict:
                       for s in specs]}
 
 
+def look_schema(times: list[float]) -> dict:
+    """The first turn of an answer to a question that names times: a look at those times.
+
+    A segment summary cannot say what the face does at 7 s, so the model must look first;
+    it still chooses how (one moment, a comparison or a window) and which named time goes
+    where, but cannot invent a time the question did not ask about."""
+    t = {"enum": [round(float(x), 1) for x in times]}
+    tools = [{"tool": "moment", "args": {"t": t}}]
+    if len(times) >= 2:
+        tools += [{"tool": "compare_moments", "args": {"t1": t, "t2": t}},
+                  {"tool": "time_window", "args": {"start": t, "end": t}}]
+    return {"anyOf": [{"type": "object",
+                       "properties": {"tool": {"const": x["tool"]},
+                                      "args": {"type": "object", "properties": x["args"],
+                                               "required": list(x["args"]), "additionalProperties": False}},
+                       "required": ["tool", "args"], "additionalProperties": False} for x in tools]}
+
+
 def turn_schema(final: dict, tools_allowed: bool) -> dict:
     """The schema of one model turn: the final record, or (while tools are allowed) a tool request."""
     return {"anyOf": [final, tool_schema()]} if tools_allowed else final

@@ -39,6 +39,7 @@ from agent.decision import (
     answer_schema,
     decision_schema,
     is_tool_request,
+    look_schema,
     parse_answer,
     parse_decision,
     parse_tool_request,
@@ -131,7 +132,11 @@ class Task:
         return answer_schema(self.refs(), labels)
 
     def request(self) -> Request:
-        schema = turn_schema(self.final_schema(), tools_allowed=self.rounds < MAX_TOOL_ROUNDS)
+        asked = times_in(self.question) if self.kind == "answer" and self.rounds == 0 else []
+        if asked:  # a question about a time is answered from that time: look there first
+            schema = look_schema(asked)
+        else:
+            schema = turn_schema(self.final_schema(), tools_allowed=self.rounds < MAX_TOOL_ROUNDS)
         return Request(self.messages, schema, self.images, self.max_new_tokens, self.on_token)
 
     def act(self) -> None:
@@ -254,11 +259,18 @@ _TIME_RE = re.compile(
     r"(?:\bsecond\s+|\bsec\.?\s+|\bat\s+)(\d+(?:\.\d+)?)|(\d+(?:\.\d+)?)\s*(?:s\b|secs?\b|seconds?\b)", re.I)
 
 
+# "from 1.1 to 2.9 s", "between 2 and 5 seconds": the first number has no unit of its own
+_RANGE_RE = re.compile(r"\b(?:from|between)\s+(\d+(?:\.\d+)?)\s*(?:s\b|secs?\b|seconds?\b)?\s*"
+                       r"(?:to|and|-)\s*(\d+(?:\.\d+)?)\s*(?:s\b|secs?\b|seconds?\b)", re.I)
+
+
 def times_in(text: str) -> list[float]:
-    """Times in seconds mentioned in a question ("second 7", "at 3 s", "2.5 seconds")."""
-    out = []
-    for m in _TIME_RE.finditer(text):
-        v = float(m.group(1) or m.group(2))
+    """Times in seconds mentioned in a question, in reading order ("second 7", "at 3 s",
+    "2.5 seconds", "from 1.1 to 2.9 s")."""
+    found = [(m.start(i), float(m.group(i))) for m in _RANGE_RE.finditer(text) for i in (1, 2)]
+    found += [(m.start(), float(m.group(1) or m.group(2))) for m in _TIME_RE.finditer(text)]
+    out: list[float] = []
+    for _, v in sorted(found):
         if v not in out:
             out.append(v)
     return out

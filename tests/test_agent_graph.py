@@ -152,6 +152,30 @@ def test_chat_names_the_moment_the_model_looked_at():
     assert '"label":"happiness"' in be.seen[1][1]["content"]
 
 
+def test_a_question_about_a_time_looks_there_first():
+    """The first turn of an answer to "what happens at second 3?" can only be a look at 3 s:
+    the model picks the tool, but cannot answer from a segment summary or invent a time."""
+    from jsonschema import Draft202012Validator
+
+    be = ScriptedBackend([GOOD, CALL, json.dumps({"ref": ["W1"], "label": "happiness", "note": ""})])
+    explain(A, backend=be, question="What happens at second 3?")
+    first_answer_turn, after_the_look = be.batches[1][0].schema, be.batches[2][0].schema
+    ok = Draft202012Validator(first_answer_turn).is_valid
+    assert ok({"tool": "moment", "args": {"t": 3.0}})
+    assert not ok({"tool": "moment", "args": {"t": 4.0}})
+    assert not ok({"tool": "compare_moments", "args": {"t1": 3.0, "t2": 3.0}})  # one time named
+    assert not ok({"ref": ["happiness1"], "label": "happiness", "note": ""})
+    assert Draft202012Validator(after_the_look).is_valid({"ref": ["W1"], "label": "happiness", "note": ""})
+    # Two times: a comparison or a window between them is allowed too, still at those times.
+    be = ScriptedBackend([GOOD, json.dumps({"tool": "compare_moments", "args": {"t1": 1.1, "t2": 2.9}}),
+                          json.dumps({"ref": ["C1"], "label": "happiness", "note": ""})])
+    explain(A, backend=be, question="How does the face change from 1.1 to 2.9 s?")
+    ok = Draft202012Validator(be.batches[1][0].schema).is_valid
+    assert ok({"tool": "compare_moments", "args": {"t1": 1.1, "t2": 2.9}})
+    assert ok({"tool": "time_window", "args": {"start": 1.1, "end": 2.9}})
+    assert not ok({"tool": "compare_moments", "args": {"t1": 1.0, "t2": 2.9}})
+
+
 def test_chat_without_a_usable_reply_answers_from_the_rules():
     be = ScriptedBackend([GOOD, "{not json", "still not json"])
     s = ChatSession.start(explain(A, backend=be), backend=be)
