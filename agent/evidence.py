@@ -16,11 +16,12 @@ import numpy as np
 import prompts
 from tools.analysis import Analysis, EmotionSegment, Track
 from tools.facs import AU_NAMES, AU_OCCURRENCE_THRESHOLD
+from tools.occlusion import FLAG
 
 # A cited time may miss the measured span by this much (half a typical 4-frame
 # smoothing window at 8 fps) and still count as the same moment.
 TIME_TOLERANCE_S = 0.25
-OCCLUDED = 0.5  # occlusion score at which a frame counts as occluded
+OCCLUDED = FLAG  # occlusion score at which a frame counts as occluded (tools.occlusion owns it)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidat
 
 from tools.facs import AU_NAMES, BLENDSHAPE_NAMES, EMOTIONS
 
+NO_FACE = "No face found."  # the warning (and summary) of an analysis without a face
+
 
 def _to_array(v: Any) -> np.ndarray:
     a = np.asarray(v)

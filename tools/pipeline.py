@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from tools import aus, context, emotion, occlusion, timeline
-from tools.analysis import Analysis, ContextResult, Sampling, Track
+from tools.analysis import NO_FACE, Analysis, ContextResult, Sampling, Track
 from tools.facs import AU_CODES
 from tools.landmarks import FaceObservation, LandmarkDetector
 from tools.tracking import Tracker
@@ -253,7 +253,7 @@ def analyze(
               for i, (_, rows) in enumerate(kept, 1)]
     timings["measure_s"] = round(time.perf_counter() - t0, 4)
     if not tracks:
-        warnings.append("No face found.")
+        warnings.append(NO_FACE)
     t0 = time.perf_counter()
     if scene_context:
         ctx = context.score_context(scene_frames, face_crops,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tools.analysis import Analysis
+from tools.analysis import NO_FACE, Analysis
 
 
 def summarize(analysis: Analysis, elapsed_s: float | None = None) -> str:
@@ -24,14 +24,12 @@ def summarize(analysis: Analysis, elapsed_s: float | None = None) -> str:
         for t in analysis.tracks:
             span = f"{t.start:.2f}-{t.end:.2f} s, {t.n} frames" if s.kind == "video" else "still"
             lines.append(f"  face {t.track_id}: {span}, mean quality {float(t.confidence.mean()):.2f}")
-        try:
-            from tools.timeline import describe
-        except ImportError:
-            describe = None
-        if describe is not None and any(t.segments or t.events for t in analysis.tracks):
+        if any(t.segments or t.events for t in analysis.tracks):
+            from tools.timeline import describe  # scipy: only when there is a timeline to tell
+
             lines.append(describe(analysis))
     for w in analysis.warnings:
-        if w != "No face found.":
+        if w != NO_FACE:
             lines.append(f"warning: {w}")
     if elapsed_s is not None:
         n = analysis.sampling.frames_analysed

@@ -26,9 +26,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from tools.analysis import Analysis, AUEvent, EmotionSegment, Track, TrackSummary
+from tools.analysis import NO_FACE, Analysis, AUEvent, EmotionSegment, Track, TrackSummary
 from tools.errors import FaceReasonError
 from tools.facs import AU_NAMES, AU_OCCURRENCE_THRESHOLD
+from tools.occlusion import FLAG
 
 SMOOTH_WINDOW_S = 0.15  # running-median width: ~5 frames at 30 fps, shorter than any micro-expression
 GAP_FACTOR = 3.0  # a step > GAP_FACTOR x the typical frame step ...
@@ -40,7 +41,7 @@ OFF_INTENSITY = 0.5  # hysteresis: an AU event lasts until intensity drops below
 MICRO_S = 0.5  # Matsumoto & Hwang (2011); Yan et al. (2013): micro-expressions last < 0.5 s
 # Blinks are brief by nature (about 0.1-0.4 s) and are not expressions: never "micro".
 NOT_MICRO_AUS = frozenset({"AU45"})
-OCCLUDED = 0.5  # occlusion score at or above which a frame counts as covered
+OCCLUDED = FLAG  # occlusion score at or above which a frame counts as covered (tools.occlusion owns it)
 NEUTRAL = "neutral"
 TOP_AUS = 5
 
@@ -397,7 +398,7 @@ def describe_track(track: Track, emotion_labels: list[str], au_codes: list[str])
 def describe(analysis: Analysis) -> str:
     """Plain-words summary of segments and events per track, for the CLI."""
     if analysis.no_face:
-        return "No face found."
+        return NO_FACE
     lines: list[str] = []
     for tr in analysis.tracks:
         lines += describe_track(tr, analysis.emotion_labels, analysis.au_codes)
