@@ -31,6 +31,15 @@ def test_labels_follow_the_scenario(kind, label, must):
     assert t.segments and t.summary is not None
 
 
+def test_crying_then_laughing_keeps_both_in_order():
+    """The demo clip's story: crying that fires the smile blendshapes, then real laughter.
+    The truth keeps both, in that order, so the target arc tells them both."""
+    analysis, (ex,) = synthetic.make_clip(3, scenario="crying_then_laughing")
+    assert ex.confuser and ex.segment_order.index("sadness") < ex.segment_order.index("happiness")
+    assert {"AU01", "AU04", "AU15", "AU06", "AU12"} <= set(ex.aus)
+    assert ex.label in ("sadness", "happiness")
+
+
 def test_labels_match_the_spec_parameters():
     rng = np.random.default_rng(5)
     spec = synthetic.scenario_spec("sequence", rng, 1, "id0001", 0.0, 6.0)

@@ -65,19 +65,20 @@ REST_MIN_S = 0.5
 
 # Scenario kinds and how often each is drawn.
 SCENARIOS: dict[str, float] = {
-    "single": 0.26,          # neutral -> expression -> (neutral)
+    "single": 0.22,          # neutral -> expression -> (neutral)
     "steady": 0.10,          # one expression throughout
     "sequence": 0.12,        # one expression turns into another
     "blend": 0.06,           # two expressions at once, one dominant
     "neutral": 0.08,         # resting face, blinks, head motion
     "speech": 0.06,          # talking: AU25/AU26 oscillate, label neutral
     "crying": 0.08,          # sadness AUs + smile blendshapes firing, CNN reads a grin
+    "crying_then_laughing": 0.04,  # the crying above, then real laughter (WolfgangLanger_Pexels.mp4)
     "polite_smile": 0.06,    # AU12 without AU06
     "contempt_smirk": 0.05,  # AU12 + AU14 at low intensity
     "fear_vs_surprise": 0.07,  # fear, CNN says surprise
     "surprise_vs_fear": 0.06,  # surprise, CNN says fear
 }
-CONFUSERS = ("crying", "polite_smile", "contempt_smirk", "fear_vs_surprise", "surprise_vs_fear",
+CONFUSERS = ("crying", "crying_then_laughing", "polite_smile", "contempt_smirk", "fear_vs_surprise", "surprise_vs_fear",
              "speech")
 
 
@@ -218,11 +219,19 @@ def scenario_spec(kind: str, rng: np.random.Generator, track_id: int, identity: 
         phases = [_phase(str(a), mid0, mid1, rng, {**main, **extra})]
     elif kind == "speech":
         speech = [(start + 0.1 * dur, end - 0.1 * dur)]
-    elif kind == "crying":
+    elif kind in ("crying", "crying_then_laughing"):
         aus = {"AU01": rng.uniform(2, 4), "AU04": rng.uniform(2, 4), "AU15": rng.uniform(1.5, 3.5),
                "AU17": rng.uniform(1.5, 3.5), "AU06": rng.uniform(1.5, 3.0), "AU43": rng.uniform(1.5, 3.0)}
-        phases = [_phase("sadness", mid0, mid1, rng, aus, cnn="crying_smile",
-                         smile_bs=float(rng.uniform(0.45, 0.8)))]
+        if kind == "crying":
+            phases = [_phase("sadness", mid0, mid1, rng, aus, cnn="crying_smile",
+                             smile_bs=float(rng.uniform(0.45, 0.8)))]
+        else:  # the override of the crying must not swallow the laughter that follows it
+            cut = start + rng.uniform(0.35, 0.5) * dur
+            laugh = {"AU06": rng.uniform(3, 4.5), "AU12": rng.uniform(3, 4.5), "AU25": rng.uniform(2, 4),
+                     "AU26": rng.uniform(1.5, 3.5)}
+            phases = [_phase("sadness", start + 0.05 * dur, cut, rng, aus, cnn="crying_smile",
+                             smile_bs=float(rng.uniform(0.45, 0.8))),
+                      _phase("happiness", cut, end + 0.5, rng, laugh)]
     elif kind == "polite_smile":
         phases = [_phase("happiness", mid0, mid1, rng, {"AU12": rng.uniform(1.8, 3.0)}, cnn="polite_smile")]
     elif kind == "contempt_smirk":
