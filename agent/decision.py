@@ -138,13 +138,16 @@ def look_schema(times: list[float]) -> dict:
     """The first turn of an answer to a question that names times: a look at those times.
 
     A segment summary cannot say what the face does at 7 s, so the model must look first;
-    it still chooses how (one moment, a comparison or a window) and which named time goes
-    where, but cannot invent a time the question did not ask about."""
+    it still chooses how and which named time goes where, but cannot invent a time the
+    question did not ask about. One time: a look at that moment. Two or more: a comparison
+    or a window between them ("how does her face change from 2 to 12 s?" is not a question
+    about 2 s alone)."""
     t = {"enum": [round(float(x), 1) for x in times]}
-    tools = [{"tool": "moment", "args": {"t": t}}]
-    if len(times) >= 2:
-        tools += [{"tool": "compare_moments", "args": {"t1": t, "t2": t}},
-                  {"tool": "time_window", "args": {"start": t, "end": t}}]
+    if len(times) < 2:
+        tools = [{"tool": "moment", "args": {"t": t}}]
+    else:
+        tools = [{"tool": "compare_moments", "args": {"t1": t, "t2": t}},
+                 {"tool": "time_window", "args": {"start": t, "end": t}}]
     return {"anyOf": [{"type": "object",
                        "properties": {"tool": {"const": x["tool"]},
                                       "args": {"type": "object", "properties": x["args"],

@@ -169,6 +169,29 @@ _SCHEMAS: dict[str, dict] = {
     },
 }
 
+REASON_CHARS = 200  # a relation's reason: one sentence, so a small judge cannot ramble to the cap
+
+
+def request_schema(task: str, n: int | list[int] | None = None) -> dict:
+    """The JSON schema of one judge request, sized to it: `n` events get exactly `n`
+    relations (or matches) with indexes 1..n, and a match is 0 (none) .. len(events_b).
+    A server that enforces the schema then cannot return a wrong count, which is what
+    a small judge model gets wrong most."""
+    schema = json.loads(json.dumps(_SCHEMAS[task]))
+    if task == "events" or n is None:
+        return schema
+    n_a, n_b = (n if isinstance(n, list) else [n, None])
+    arr = schema["properties"][task]
+    arr.update(minItems=n_a, maxItems=n_a)
+    props = arr["items"]["properties"]
+    props["index"].update(minimum=1, maximum=n_a)
+    if "reason" in props:
+        props["reason"]["maxLength"] = REASON_CHARS
+    if "match" in props and n_b is not None:
+        props["match"].update(minimum=0, maximum=n_b)
+    return schema
+
+
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
@@ -249,7 +272,7 @@ class LLMJudge:
         if self.cache is not None:
             self.cache.close()
 
-    def _chat(self, prompt: str, schema_name: str) -> str:
+    def _chat(self, prompt: str, schema_name: str, n: int | list[int] | None = None) -> str:
         body: dict = {
             "model": self.model,
             "messages": [{"role": "user", "content": prompt}],
@@ -259,7 +282,8 @@ class LLMJudge:
         if self.json_mode == "schema":
             body["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": schema_name, "schema": _SCHEMAS[schema_name], "strict": True},
+                "json_schema": {"name": schema_name, "schema": request_schema(schema_name, n),
+                                "strict": True},
             }
         elif self.json_mode == "object":
             body["response_format"] = {"type": "json_object"}
@@ -292,7 +316,7 @@ class LLMJudge:
             if attempt:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
             try:
-                value = check(_parse_json(self._chat(prompt, task)))
+                value = check(_parse_json(self._chat(prompt, task, inputs.get("n"))))
             except (_BadAnswer, httpx.TransportError) as exc:
                 last = str(exc) or type(exc).__name__
                 continue

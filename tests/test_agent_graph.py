@@ -166,7 +166,7 @@ def test_a_question_about_a_time_looks_there_first():
     assert not ok({"tool": "compare_moments", "args": {"t1": 3.0, "t2": 3.0}})  # one time named
     assert not ok({"ref": ["happiness1"], "label": "happiness", "note": ""})
     assert Draft202012Validator(after_the_look).is_valid({"ref": ["W1"], "label": "happiness", "note": ""})
-    # Two times: a comparison or a window between them is allowed too, still at those times.
+    # Two times: a comparison or a window between them, at those times.
     be = ScriptedBackend([GOOD, json.dumps({"tool": "compare_moments", "args": {"t1": 1.1, "t2": 2.9}}),
                           json.dumps({"ref": ["C1"], "label": "happiness", "note": ""})])
     explain(A, backend=be, question="How does the face change from 1.1 to 2.9 s?")
@@ -174,6 +174,7 @@ def test_a_question_about_a_time_looks_there_first():
     assert ok({"tool": "compare_moments", "args": {"t1": 1.1, "t2": 2.9}})
     assert ok({"tool": "time_window", "args": {"start": 1.1, "end": 2.9}})
     assert not ok({"tool": "compare_moments", "args": {"t1": 1.0, "t2": 2.9}})
+    assert not ok({"tool": "moment", "args": {"t": 1.1}})  # a change is not one moment
 
 
 def test_chat_without_a_usable_reply_answers_from_the_rules():

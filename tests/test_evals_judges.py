@@ -24,6 +24,19 @@ def test_llm_judge_parses_events_relations_and_matches(tmp_path):
         # JSON-constrained: the request carries a json_schema response format
         assert srv.requests[0]["response_format"]["type"] == "json_schema"
         assert srv.requests[0]["temperature"] == 0.0
+        # ... sized to the request: two events get exactly two relations, three matches
+        # index 1..3 with a match in 0..2, so an enforcing server cannot miscount.
+        from jsonschema import Draft202012Validator
+
+        rel = Draft202012Validator(srv.requests[1]["response_format"]["json_schema"]["schema"])
+        one = {"index": 1, "relationship": "entailment", "reason": "r"}
+        assert rel.is_valid({"relations": [one, {**one, "index": 2}]})
+        assert not rel.is_valid({"relations": [one]})
+        assert not rel.is_valid({"relations": [one, {**one, "index": 3}]})
+        mat = Draft202012Validator(srv.requests[2]["response_format"]["json_schema"]["schema"])
+        assert mat.is_valid({"matches": [{"index": i, "match": m} for i, m in ((1, 2), (2, 1), (3, 0))]})
+        assert not mat.is_valid({"matches": [{"index": 1, "match": 3}, {"index": 2, "match": 1},
+                                             {"index": 3, "match": 0}]})
 
 
 def test_llm_judge_retries_500_and_garbage_then_caches(tmp_path):
