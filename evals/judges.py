@@ -127,7 +127,8 @@ class JudgeCache:
 _SCHEMAS: dict[str, dict] = {
     "events": {
         "type": "object",
-        "properties": {"events": {"type": "array", "items": {"type": "string"}, "maxItems": 10}},
+        "properties": {"events": {"type": "array", "items": {"type": "string", "maxLength": 200},
+                                  "maxItems": 10}},
         "required": ["events"],
         "additionalProperties": False,
     },

@@ -133,6 +133,22 @@ def test_vllm_enforces_the_record_schema(vllm_server, analyses):
         assert set(d.cite) <= set(f.events) and set(d.arc) <= set(f.segments)
 
 
+def test_the_llm_judge_gets_valid_sized_answers_from_vllm(vllm_server, tmp_path_factory):
+    """The FEC judge's three requests through vLLM's json_schema outputs: a 135M judge is
+    no good judge, but each answer parses and has exactly one relation / match per event."""
+    from evals.judges import LABELS, LLMJudge
+
+    judge = LLMJudge(vllm_server, "smollm2", max_retries=1, backoff_s=0, timeout_s=120)
+    caption = "At the beginning, the woman cries. Towards the end, she laughs."
+    events = judge.extract_events(caption)
+    assert events and all(isinstance(e, str) and e for e in events)
+    asked = ["the woman cries", "she frowns", "she laughs"]
+    rels = judge.classify(asked, caption)
+    assert [r.event for r in rels] == asked and all(r.label in LABELS for r in rels)
+    matches = judge.align(asked, ["the woman cries", "she laughs"])
+    assert len(matches) == 3 and all(m is None or m in (0, 1) for m in matches)
+
+
 def test_explanation_end_to_end_through_the_api_on_vllm(vllm_server, media, tmp_path_factory):
     """The server started as `facereason serve --backend openai --base-url ...` explains a clip."""
     from fastapi.testclient import TestClient
