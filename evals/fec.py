@@ -213,8 +213,12 @@ def run_fec(
     return result
 
 
+TABLE_ROWS = 1000  # items listed one per row in report.md; items.jsonl always has them all
+
+
 def write_report(result: dict, out_dir: str | Path, worst: int = 5) -> Path:
-    """report.md with the aggregate table, the worst items by AutoDQ, and scores.png."""
+    """report.md with the aggregate table, a row per item, the worst items by AutoDQ with
+    their judged events, and scores.png."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -243,8 +247,14 @@ def write_report(result: dict, out_dir: str | Path, worst: int = 5) -> Path:
         "aggregation); per-item means: "
         f"AutoDQ {s['autodq_item_mean']:.3f}, TEM {s['tem_item_mean']:.3f}. See docs/evals.md.", "",
         "![score distributions](scores.png)", "",
-        f"## The {min(worst, len(items))} lowest AutoDQ items", "",
+        "## Every item", "",
+        "| id | AutoDQ | TEM | ROUGE-L | CIDEr |", "|---|---|---|---|---|",
     ]
+    lines += [f"| {r['id']} | {r['autodq']:.3f} | {r['tem']:.3f} | {r['rouge_l']:.3f} | {r['cider']:.3f} |"
+              for r in items[:TABLE_ROWS]]
+    if len(items) > TABLE_ROWS:
+        lines.append(f"\n({len(items) - TABLE_ROWS} more in items.jsonl.)")
+    lines += ["", f"## The {min(worst, len(items))} lowest AutoDQ items", ""]
     for row in sorted(items, key=lambda r: (r["autodq"], r["tem"]))[:worst]:
         ev = row["evidence"]
         lines += [f"### {row['id']}: AutoDQ {row['autodq']:.3f}, TEM {row['tem']:.3f}, "

@@ -61,6 +61,8 @@ def test_fec_runner_round_trip_and_resume(tmp_path, judge):
     assert data["summary"]["n"] == 3 and res["summary"]["autodq"] == data["summary"]["autodq"]
     report = (out / "report.md").read_text()
     assert "| AutoDQ |" in report and "v3" in report
+    rows = {line.split(" | ")[0].lstrip("| ") for line in report.splitlines() if line.startswith("| v")}
+    assert rows == {"v1", "v2", "v3"}  # one row per item
     Image.open(out / "scores.png").verify()
     # a rerun scores nothing again; a changed prediction is scored again, alone
     seen.clear()
