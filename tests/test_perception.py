@@ -95,6 +95,17 @@ def test_json_round_trip_and_csv_rows_match(analyses):
     assert [float(r["timestamp"]) for r in rows] == pytest.approx(t.timestamps.tolist(), abs=1e-3)
     assert float(rows[5]["x_1"]) == pytest.approx(float(t.landmarks[5, 1, 0]), abs=0.01)
     assert float(rows[5]["pose_Ry"]) == pytest.approx(np.radians(float(t.pose[5, 1])), abs=1e-4)
+    # The reader splits the file back into the declared column groups.
+    from tools.analysis import CSV_GROUPS, read_csv
+
+    groups = read_csv(a.to_csv())
+    assert list(groups) == [g.name for g in CSV_GROUPS]
+    assert sum(len(cols) for cols, _ in groups.values()) == len(cols)
+    names, aus = groups["au_intensity"]
+    assert names == [f"{c}_r" for c in a.au_codes] and len(a.tracks) == 1
+    np.testing.assert_allclose(aus, t.aus, atol=1e-4)
+    np.testing.assert_allclose(groups["landmarks"][1][:, :t.landmarks.shape[1]], t.landmarks[:, :, 0], atol=0.01)
+    assert groups["emotions"][0] == list(a.emotion_labels)
 
 
 def test_bad_options_are_clear_errors(media):

@@ -16,6 +16,8 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -177,58 +179,18 @@ class Analysis(_Model):
         return cls.model_validate_json(text)
 
     def csv_columns(self, include_landmarks: bool = True) -> list[str]:
-        cols = ["frame", "timestamp", "face_id", "confidence",
-                "FaceRectX", "FaceRectY", "FaceRectWidth", "FaceRectHeight",
-                "pose_Rx", "pose_Ry", "pose_Rz"]
-        if include_landmarks and any(t.landmarks is not None for t in self.tracks):
-            n = next(t.landmarks.shape[1] for t in self.tracks if t.landmarks is not None)
-            cols += [f"x_{i}" for i in range(n)] + [f"y_{i}" for i in range(n)]
-        cols += list(self.blendshape_names)
-        if any(t.aus is not None for t in self.tracks):
-            cols += [f"{c}_r" for c in self.au_codes] + [f"{c}_c" for c in self.au_codes]
-        if any(t.emotions is not None for t in self.tracks):
-            cols += list(self.emotion_labels)
-        for extra in ("valence", "arousal", "occlusion"):
-            if any(getattr(t, extra) is not None for t in self.tracks):
-                cols.append(extra)
-        return cols
+        return [c for g in csv_groups(self, include_landmarks) for c in g.columns(self)]
 
     def csv_rows(self, include_landmarks: bool = True):
-        """One row per (frame, face), sorted by frame then face_id (OpenFace/py-feat style).
-
-        Pose columns follow OpenFace: pose_Rx = pitch, pose_Ry = yaw, pose_Rz = roll,
-        in radians.
-        """
-        cols = self.csv_columns(include_landmarks)
-        has_lm = "x_0" in cols
+        """One row per (frame, face), sorted by frame then face_id (OpenFace/py-feat style),
+        built group by group from CSV_GROUPS (pose in radians, as OpenFace writes it)."""
+        groups = [(g, g.columns(self)) for g in csv_groups(self, include_landmarks)]
         rows = []
         for t in self.tracks:
             for i in range(t.n):
-                x0, y0, x1, y1 = (float(v) for v in t.bbox[i])
-                r: list[Any] = [int(t.frame_index[i]), round(float(t.timestamps[i]), 4), t.track_id,
-                                round(float(t.confidence[i]), 4), round(x0, 1), round(y0, 1),
-                                round(x1 - x0, 1), round(y1 - y0, 1)]
-                r += [round(math.radians(float(v)), 5) for v in t.pose[i]]
-                if has_lm:
-                    if t.landmarks is None:
-                        r += [""] * (cols.index(self.blendshape_names[0]) - cols.index("x_0"))
-                    else:
-                        r += np.round(t.landmarks[i, :, 0], 2).tolist() + np.round(t.landmarks[i, :, 1], 2).tolist()
-                r += np.round(t.blendshapes[i], 5).tolist()
-                if self.au_codes and f"{self.au_codes[0]}_r" in cols:
-                    r += (np.round(t.aus[i], 4).tolist() if t.aus is not None else [""] * len(self.au_codes))
-                    r += (t.au_occurrence[i].astype(int).tolist() if t.au_occurrence is not None
-                          else [""] * len(self.au_codes))
-                if self.emotion_labels and self.emotion_labels[0] in cols:
-                    r += (np.round(t.emotions[i], 5).tolist() if t.emotions is not None
-                          else [""] * len(self.emotion_labels))
-                for extra in ("valence", "arousal", "occlusion"):
-                    if extra in cols:
-                        s = getattr(t, extra)
-                        r.append(round(float(s[i]), 5) if s is not None else "")
-                rows.append(r)
+                rows.append([v for g, cols in groups for v in g.row(self, t, i, cols)])
         rows.sort(key=lambda r: (r[0], r[2]))
-        return cols, rows
+        return [c for _, cols in groups for c in cols], rows
 
     def to_csv(self, path: str | Path | None = None, include_landmarks: bool = True) -> str:
         cols, rows = self.csv_rows(include_landmarks)
@@ -240,3 +202,97 @@ class Analysis(_Model):
         if path is not None:
             Path(path).write_text(text)
         return text
+
+
+# ------------------------------------------------------------------ CSV layout
+@dataclass(frozen=True)
+class ColumnGroup:
+    """One block of CSV columns: its names for an Analysis (none: the block is absent) and
+    its values for one frame of one track, blank where the track lacks the series. The
+    blocks, in order, are the CSV layout (as py-feat's Fex declares its column groups);
+    `read_csv` splits a file back into them by `owns`."""
+
+    name: str
+    columns: Callable[[Analysis], list[str]]
+    values: Callable[[Analysis, Track, int, list[str]], list[Any] | None]  # None: blanks
+    owns: Callable[[str], bool]
+
+    def row(self, a: Analysis, t: Track, i: int, cols: list[str]) -> list[Any]:
+        v = self.values(a, t, i, cols)
+        return [""] * len(cols) if v is None else v
+
+
+def _round(x: np.ndarray, nd: int) -> list:
+    return np.round(x, nd).tolist()
+
+
+def _lm_columns(a: Analysis) -> list[str]:
+    n = next((t.landmarks.shape[1] for t in a.tracks if t.landmarks is not None), 0)
+    return [f"x_{k}" for k in range(n)] + [f"y_{k}" for k in range(n)]
+
+
+def _box(t: Track, i: int) -> list[float]:
+    x0, y0, x1, y1 = (float(v) for v in t.bbox[i])
+    return [round(x0, 1), round(y0, 1), round(x1 - x0, 1), round(y1 - y0, 1)]
+
+
+_FRAME = ["frame", "timestamp", "face_id", "confidence"]
+_BOX = ["FaceRectX", "FaceRectY", "FaceRectWidth", "FaceRectHeight"]
+_POSE = ["pose_Rx", "pose_Ry", "pose_Rz"]  # OpenFace: pitch, yaw, roll in radians
+_AFFECT = ["valence", "arousal", "occlusion"]
+
+
+def _has(attr: str) -> Callable[[Analysis], bool]:
+    return lambda a: any(getattr(t, attr) is not None for t in a.tracks)
+
+
+CSV_GROUPS: tuple[ColumnGroup, ...] = (
+    ColumnGroup("frame", lambda a: list(_FRAME),
+                lambda a, t, i, c: [int(t.frame_index[i]), round(float(t.timestamps[i]), 4), t.track_id,
+                                    round(float(t.confidence[i]), 4)],
+                lambda c: c in _FRAME),
+    ColumnGroup("face_box", lambda a: list(_BOX), lambda a, t, i, c: _box(t, i), lambda c: c in _BOX),
+    ColumnGroup("pose", lambda a: list(_POSE),
+                lambda a, t, i, c: [round(math.radians(float(v)), 5) for v in t.pose[i]],
+                lambda c: c in _POSE),
+    ColumnGroup("landmarks", _lm_columns,
+                lambda a, t, i, c: None if t.landmarks is None else
+                _round(t.landmarks[i, :, 0], 2) + _round(t.landmarks[i, :, 1], 2),
+                lambda c: c[:2] in ("x_", "y_") and c[2:].isdigit()),
+    ColumnGroup("blendshapes", lambda a: list(a.blendshape_names),
+                lambda a, t, i, c: _round(t.blendshapes[i], 5), lambda c: c in BLENDSHAPE_NAMES),
+    ColumnGroup("au_intensity", lambda a: [f"{k}_r" for k in a.au_codes] if _has("aus")(a) else [],
+                lambda a, t, i, c: None if t.aus is None else _round(t.aus[i], 4),
+                lambda c: c.startswith("AU") and c.endswith("_r")),
+    ColumnGroup("au_occurrence", lambda a: [f"{k}_c" for k in a.au_codes] if _has("aus")(a) else [],
+                lambda a, t, i, c: None if t.au_occurrence is None else t.au_occurrence[i].astype(int).tolist(),
+                lambda c: c.startswith("AU") and c.endswith("_c")),
+    ColumnGroup("emotions", lambda a: list(a.emotion_labels) if _has("emotions")(a) else [],
+                lambda a, t, i, c: None if t.emotions is None else _round(t.emotions[i], 5),
+                lambda c: False),  # a label set's own names: whatever no other group owns
+    ColumnGroup("affect", lambda a: [x for x in _AFFECT if _has(x)(a)],
+                lambda a, t, i, c: [round(float(getattr(t, x)[i]), 5) if getattr(t, x) is not None else ""
+                                    for x in c],
+                lambda c: c in _AFFECT),
+)
+
+
+def csv_groups(a: Analysis, include_landmarks: bool = True) -> list[ColumnGroup]:
+    """The CSV's column groups for this analysis, in order."""
+    return [g for g in CSV_GROUPS if include_landmarks or g.name != "landmarks"]
+
+
+def read_csv(source: str | Path) -> dict[str, tuple[list[str], np.ndarray]]:
+    """A CSV written by `Analysis.to_csv` (a path, or its text when it has a newline),
+    split into its column groups: name -> (column names, float array with NaN for blanks)."""
+    text = source if isinstance(source, str) and "\n" in source else Path(source).read_text()
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader)
+    data = np.array([[float(v) if v != "" else np.nan for v in r] for r in reader], dtype=float)
+    data = data.reshape(-1, len(header))
+    taken: dict[str, list[int]] = {}
+    for k, c in enumerate(header):
+        owner = next((g.name for g in CSV_GROUPS if g.owns(c)), "emotions")
+        taken.setdefault(owner, []).append(k)
+    return {g.name: ([header[k] for k in taken[g.name]], data[:, taken[g.name]])
+            for g in CSV_GROUPS if g.name in taken}
