@@ -28,9 +28,9 @@ from agent.backends import Backend, TokenFn, make_backend
 from agent.decision import Decision
 from agent.graph import (
     MAX_NEW_TOKENS,
-    _analyze,
     answer_of,
     answer_task,
+    perceive,
     result_from_analysis,
     run_tasks,
     times_in,
@@ -96,7 +96,7 @@ class ChatSession:
             source_path = Path(source)
             if not source_path.exists():
                 raise FaceReasonError(f"no such file: {source}")
-            result = result_from_analysis(_analyze(source_path, fps, max_faces, None, None), seed)
+            result = result_from_analysis(perceive(source_path, fps, max_faces), seed)
         spec = {"backend": backend, "model": model, "adapter": adapter, "base_url": base_url,
                 "api_key": api_key}
         be = backend if isinstance(backend, Backend) else None

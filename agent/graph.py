@@ -323,8 +323,10 @@ def key_frames(analysis: Analysis, track_id: int, source_path: Path | None) -> l
     return read_frames_at(source_path, times)
 
 
-def _analyze(path: Path, fps: float | None, max_faces: int, label_set: Any,
-             on_progress: ProgressFn | None, limits: Any = None) -> Analysis:
+def perceive(path: Path, fps: float | None = None, max_faces: int = 4, label_set: Any = None,
+             on_progress: ProgressFn | None = None, limits: Any = None) -> Analysis:
+    """The perception an explanation starts from: a media path -> its Analysis, with the
+    explain options (label set by name or YAML path, tools.video.Limits, progress)."""
     from tools.pipeline import analyze
 
     if isinstance(label_set, (list, tuple)):
@@ -361,7 +363,7 @@ def explain(source: str | os.PathLike | Analysis, *, question: str | None = None
         source_path = Path(source)
         if not source_path.exists():
             raise FaceReasonError(f"no such file: {source}")
-        analysis = _analyze(source_path, fps, max_faces, label_set, on_progress, limits)
+        analysis = perceive(source_path, fps, max_faces, label_set, on_progress, limits)
     timings["perception_s"] = time.perf_counter() - t0
     if analysis.no_face:
         msg = prompts.load_yaml("render")["no_face"]
