@@ -125,13 +125,16 @@ def _arg_schema(spec: dict) -> dict:
             "additionalProperties": False}
 
 
+def _request_schema(tool: str, args: dict) -> dict:
+    """{"tool": tool, "args": ...}, args under `args` (an object schema)."""
+    return {"type": "object", "properties": {"tool": {"const": tool}, "args": args},
+            "required": ["tool", "args"], "additionalProperties": False}
+
+
 def tool_schema(names: list[str] | None = None) -> dict:
     """A tool request for any of the named tools (default: all in prompts/tools.yaml)."""
     specs = [s for s in prompts.load_yaml("tools") if names is None or s["name"] in names]
-    return {"anyOf": [{"type": "object", "properties": {"tool": {"const": s["name"]},
-                                                        "args": _arg_schema(s)},
-                       "required": ["tool", "args"], "additionalProperties": False}
-                      for s in specs]}
+    return {"anyOf": [_request_schema(s["name"], _arg_schema(s)) for s in specs]}
 
 
 def look_schema(times: list[float]) -> dict:
@@ -143,16 +146,11 @@ def look_schema(times: list[float]) -> dict:
     or a window between them ("how does her face change from 2 to 12 s?" is not a question
     about 2 s alone)."""
     t = {"enum": [round(float(x), 1) for x in times]}
-    if len(times) < 2:
-        tools = [{"tool": "moment", "args": {"t": t}}]
-    else:
-        tools = [{"tool": "compare_moments", "args": {"t1": t, "t2": t}},
-                 {"tool": "time_window", "args": {"start": t, "end": t}}]
-    return {"anyOf": [{"type": "object",
-                       "properties": {"tool": {"const": x["tool"]},
-                                      "args": {"type": "object", "properties": x["args"],
-                                               "required": list(x["args"]), "additionalProperties": False}},
-                       "required": ["tool", "args"], "additionalProperties": False} for x in tools]}
+    looks = {"moment": ["t"]} if len(times) < 2 else {"compare_moments": ["t1", "t2"],
+                                                      "time_window": ["start", "end"]}
+    return {"anyOf": [_request_schema(tool, {"type": "object", "properties": dict.fromkeys(params, t),
+                                             "required": params, "additionalProperties": False})
+                      for tool, params in looks.items()]}
 
 
 def turn_schema(final: dict, tools_allowed: bool) -> dict:

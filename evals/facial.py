@@ -68,6 +68,11 @@ def _pattern(spec: str, gap: int) -> re.Pattern:
     return re.compile(rf"(?<![a-z']){body}(?![a-z'])")
 
 
+def _word(w: str) -> re.Pattern:
+    """A word or phrase as a whole word (apostrophes and hyphens count as letters)."""
+    return re.compile(rf"(?<![a-z']){re.escape(w)}(?![a-z'])")
+
+
 @functools.cache
 def _tables() -> dict:
     acts = prompts.load_yaml("facial_actions")
@@ -78,9 +83,9 @@ def _tables() -> dict:
     lex = prompts.load_yaml("emotion_lexicon")
     cues = prompts.load_yaml("au_cues")
     au_valence = {au: int(v.get("valence", 0)) for au, v in cues.items() if isinstance(v, dict)}
-    affect = [(re.compile(rf"(?<![a-z']){re.escape(w)}(?![a-z'])"), 1 if sign == "positive" else -1)
+    affect = [(_word(w), 1 if sign == "positive" else -1)
               for sign, words in lex["affect_words"].items() for w in words]
-    intensity = [(re.compile(rf"(?<![a-z']){re.escape(w)}(?![a-z'])"), level)
+    intensity = [(_word(w), level)
                  for level, words in lex["intensity"].items() for w in words]
     rules = prompts.load_yaml("judge_offline_rules")
     gender = {w: g for g, ws in rules["person_nouns"].items() if g != "any" for w in ws}

@@ -21,6 +21,7 @@ prompts/facial_actions.yaml and prompts/emotion_lexicon.yaml.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -178,7 +179,7 @@ def request_schema(task: str, n: int | list[int] | None = None) -> dict:
     relations (or matches) with indexes 1..n, and a match is 0 (none) .. len(events_b).
     A server that enforces the schema then cannot return a wrong count, which is what
     a small judge model gets wrong most."""
-    schema = json.loads(json.dumps(_SCHEMAS[task]))
+    schema = copy.deepcopy(_SCHEMAS[task])
     if task == "events" or n is None:
         return schema
     n_a, n_b = (n if isinstance(n, list) else [n, None])
