@@ -4,9 +4,10 @@
   recalls), WAR (weighted average recall: recall weighted by class support,
   which equals accuracy; DFEW and FERV39k report both), macro-F1 and the
   confusion matrix, computed with scikit-learn; `plot_confusion` saves a PNG.
-- AUs: per-AU F1 of occurrence; for intensities, per-AU Pearson r (scipy) and
-  ICC(3,1) (Shrout & Fleiss 1979), the agreement statistic DISFA and BP4D
-  intensity results are reported with.
+- AUs: per-AU F1 of occurrence; for intensities, per-AU Pearson r and
+  Spearman rho (scipy) and ICC(3,1) (Shrout & Fleiss 1979), the agreement
+  statistic DISFA and BP4D intensity results are reported with. Spearman
+  suits coarse ordinal labels (FACS letters A-E).
 - Explanations (records as produced by the agent, see agent/schema.py): format
   validity, faithfulness (the cited AUs were observed) and fallback rate.
 """
@@ -134,12 +135,12 @@ def au_metrics(
     true_int: Mapping[str, Sequence[float]] | None = None,
     pred_int: Mapping[str, Sequence[float]] | None = None,
 ) -> dict:
-    """Per-AU occurrence F1 (and mean), and where intensities exist, Pearson r and ICC(3,1).
+    """Per-AU occurrence F1 (and mean), and where intensities exist, Pearson r, Spearman rho and ICC(3,1).
 
     Each mapping is AU code -> one value per item (occurrence 0/1, intensity 0-5);
     only AUs present in both the labels and the predictions are scored.
     """
-    from scipy.stats import pearsonr
+    from scipy.stats import pearsonr, spearmanr
     from sklearn.metrics import f1_score
 
     per_au: dict[str, dict] = {}
@@ -157,6 +158,7 @@ def au_metrics(
         row = per_au.setdefault(au, {})
         ok = len(t) >= 2 and t.std() > 0 and p.std() > 0
         row["pearson"] = float(pearsonr(t, p)[0]) if ok else float("nan")
+        row["spearman"] = float(spearmanr(t, p)[0]) if ok else float("nan")
         row["icc31"] = icc_3_1(np.stack([t, p], 1)) if len(t) >= 2 else float("nan")
         row["mae"] = float(np.abs(t - p).mean())
 
@@ -165,7 +167,7 @@ def au_metrics(
         return float(np.mean(vals)) if vals else None
 
     return {"per_au": per_au, "mean_f1": mean("f1"), "mean_pearson": mean("pearson"),
-            "mean_icc31": mean("icc31"), "mean_mae": mean("mae")}
+            "mean_spearman": mean("spearman"), "mean_icc31": mean("icc31"), "mean_mae": mean("mae")}
 
 
 # --------------------------------------------------------------------------- explanations

@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+from pathlib import Path
+
 import aus_media
 import numpy as np
 import pytest
@@ -160,3 +164,58 @@ def test_bad_input_names_the_problem(bad):
 def test_empty_track():
     r = aus.estimate(np.zeros((0, 478, 3)), np.zeros((0, 52)), np.zeros((0, 3)), np.zeros(0))
     assert r.intensity.shape == (0, len(AU_CODES))
+
+
+def _frames_harness():
+    """benchmarks/aus_frames.py, imported by path (benchmarks/ is not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "aus_frames.py"
+    spec = importlib.util.spec_from_file_location("aus_frames", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_hand_coded_frames_are_well_formed_and_match_the_notes(media):
+    h = _frames_harness()
+    frames = h.load_coded()["frames"]
+    assert len(frames) >= 40
+    by_split = {s: [f for f in frames if f["split"] == s] for s in h.SPLITS}
+    assert min(map(len, by_split.values())) >= 0.45 * len(frames)  # about half each
+    for s, fs in by_split.items():  # stratified: rest, smiles, crying and covers in both halves
+        assert {"rest", "broad smile", "crying", "hand over face"} <= {f["expression"] for f in fs}, s
+    for name in {f["media"] for f in frames}:
+        assert media(name).exists(), name
+    # consistent with the per-second notes in aus_labels.json
+    sf, wl = LABELS["single_face.mp4"], LABELS["WolfgangLanger_Pexels.mp4"]
+    for f in frames:
+        t = f.get("time")
+        if f["media"] == "single_face.mp4" and _mask(np.array([t]), sf["neutral"])[0]:
+            assert f["expression"] == "rest" and not f["aus"], f["id"]
+        if f["media"] == "WolfgangLanger_Pexels.mp4" and _mask(np.array([t]), wl["crying"])[0]:
+            assert "AU12" not in f["aus"] and "AU04" in f["aus"], f["id"]
+        if f["media"] == "WolfgangLanger_Pexels.mp4" and _mask(np.array([t]), wl["occluded_full"])[0]:
+            assert "AU12" in f["not_visible"], f["id"]
+
+
+def test_hand_coded_frames_file_problems_are_named(tmp_path):
+    h = _frames_harness()
+    doc = json.loads(h.CODED.read_text())
+    doc["frames"][0]["aus"] = {"AU12": "F"}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="letters A-E"):
+        h.load_coded(bad)
+
+
+def test_frames_harness_runs_on_the_quick_media(analyses):
+    """The harness end to end on the quick media (not the numbers: benchmarks/aus_frames.py reports those)."""
+    h = _frames_harness()
+    quick = ["single_face.mp4", "single_face.jpg", "multi_face.jpg", *LABELS["photos"]]
+    res = h.evaluate(analyses, media=quick)
+    assert set(res) == {"tune", "heldout", "all"}
+    for r in res.values():
+        assert r["faces_found"] == r["frames"]  # every coded face is matched to a track row
+        assert 0 <= r["micro_f1"] <= 1 and 0 <= r["rest_fp_rate"] <= 1
+        assert set(r["per_au"]) == set(AU_CODES)
+    assert res["all"]["frames"] == res["tune"]["frames"] + res["heldout"]["frames"]
+    assert "| AU06 |" in h.table(res["heldout"])

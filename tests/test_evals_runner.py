@@ -142,6 +142,7 @@ def test_cli_eval_au(tmp_path, capsys):
     assert res["per_au"]["AU04"]["f1"] == pytest.approx(2 / 3)  # tp 1, fn 1, fp 0
     assert res["per_au"]["AU12"]["f1"] == pytest.approx(1.0)  # occurrence from intensity >= 1
     assert 0.9 < res["per_au"]["AU12"]["pearson"] <= 1.0 and 0.8 < res["per_au"]["AU12"]["icc31"] <= 1.0
+    assert res["per_au"]["AU12"]["spearman"] == pytest.approx(1.0)  # same order of the four items
     assert s["n"] == 4
 
 
