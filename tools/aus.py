@@ -68,10 +68,17 @@ BLENDSHAPE_AU: dict[str, tuple[tuple[str, ...], float, float]] = {
     "AU28": (("mouthRollLower", "mouthRollUpper"), 0.02, 0.5),
     "AU43": (("eyeBlinkLeft", "eyeBlinkRight"), 0.15, 0.8),
 }
-# How much the fused value trusts the blendshape (vs the geometry). AU06 and AU09
-# have no working blendshape (cheekSquint*/noseSneer* stay at 0 in this model),
-# AU23 has no ARKit counterpart: geometry only.
-BLENDSHAPE_WEIGHT = 0.5
+# Which signal carries each AU (docs/aus.md, "Which signal carries each AU"):
+# "geo" the PLS inversion, "bs" the blendshape, "mean" the average of both.
+# AU06 and AU09 have no working blendshape (cheekSquint*/noseSneer* stay at 0 in
+# this model) and AU23 no ARKit counterpart: geometry. AU12 has its own rule in
+# `estimate`.
+SOURCE: dict[str, str] = {
+    "AU01": "mean", "AU02": "mean", "AU04": "mean", "AU05": "bs", "AU06": "geo",
+    "AU07": "bs", "AU09": "geo", "AU10": "bs", "AU14": "bs", "AU15": "bs", "AU17": "mean",
+    "AU20": "bs", "AU23": "geo", "AU24": "mean", "AU25": "mean", "AU26": "bs", "AU28": "bs",
+    "AU43": "mean",
+}
 
 BASELINE_PERCENTILE = 10.0
 BASELINE_MAX = 1.5  # a resting face may read up to this much as an AU; more is expression
@@ -329,9 +336,10 @@ def estimate(landmarks: np.ndarray, blendshapes: np.ndarray, pose: np.ndarray,
         lift_rest = lip_corner_lift(pls_model().mean[None])
     lift_au = 5.0 * np.clip((lift[:, 0] - lift_rest[0]) / LIFT_FULL, 0.0, 1.0)
     bsa = np.clip(bsa - _baseline(bsa, rel, duration), 0, 5)
-    both = ~np.isnan(geo) & ~np.isnan(bsa)
-    fused = np.where(both, BLENDSHAPE_WEIGHT * bsa + (1 - BLENDSHAPE_WEIGHT) * geo,
-                     np.where(np.isnan(geo), bsa, geo))
+    fused = np.zeros((n, K))
+    for au, src in SOURCE.items():
+        j = AU_CODES.index(au)
+        fused[:, j] = {"geo": geo[:, j], "bs": bsa[:, j], "mean": 0.5 * (geo[:, j] + bsa[:, j])}[src]
     # Crying fires mouthSmile* together with brow lowering and closed eyes; the
     # geometry (lip corners actually moving up and out) has to agree for AU12.
     j12 = AU_CODES.index("AU12")
