@@ -78,6 +78,14 @@ SOURCE: dict[str, str] = {
     "AU07": "bs", "AU09": "geo", "AU10": "bs", "AU14": "bs", "AU15": "bs", "AU17": "mean",
     "AU20": "bs", "AU23": "geo", "AU24": "mean", "AU26": "bs", "AU28": "bs", "AU43": "mean",
 }
+# FACS scores an AU only for appearance changes beyond those of a stronger action
+# that produces look-alike changes: a strong AU12 raises the upper lip and deepens
+# the nasolabial furrow (AU10-like) and stretches the lips (which the PLS reads as
+# AU23/AU24 and, with the cheek raise, AU09); AU06 narrows the eye from below
+# (AU07-like). Each AU here is reduced by the strongest of its look-alike sources.
+EXPLAINED_BY: dict[str, tuple[str, ...]] = {
+    "AU10": ("AU12",), "AU09": ("AU12",), "AU23": ("AU12",), "AU24": ("AU12",), "AU07": ("AU06",),
+}
 # Lips part (AU25) is measured directly: the gap between the inner lips (points 13,
 # 14) in the aligned mesh, in model units (face ~200 tall). Closed lips measure 0-1
 # on the test media; LIP_GAP_FULL is a wide-open mouth. (The PLS mean mesh has its
@@ -357,6 +365,9 @@ def estimate(landmarks: np.ndarray, blendshapes: np.ndarray, pose: np.ndarray,
     fused[:, j12] = np.minimum(bsa[:, j12], lift_au + 0.5)
     fused[:, AU_CODES.index("AU25")] = lips_part(aligned)
     fused = np.nan_to_num(fused, nan=0.0)
+    before = fused.copy()
+    for au, by in EXPLAINED_BY.items():
+        fused[:, AU_CODES.index(au)] -= before[:, [AU_CODES.index(b) for b in by]].max(1)
     fused = _median_time(fused, ts)
     j43, j45 = AU_CODES.index("AU43"), AU_CODES.index("AU45")
     fused[:, j43], fused[:, j45] = _split_closure(fused[:, j43], ts)
