@@ -68,10 +68,30 @@ BLENDSHAPE_AU: dict[str, tuple[tuple[str, ...], float, float]] = {
     "AU28": (("mouthRollLower", "mouthRollUpper"), 0.02, 0.5),
     "AU43": (("eyeBlinkLeft", "eyeBlinkRight"), 0.15, 0.8),
 }
-# How much the fused value trusts the blendshape (vs the geometry). AU06 and AU09
-# have no working blendshape (cheekSquint*/noseSneer* stay at 0 in this model),
-# AU23 has no ARKit counterpart: geometry only.
-BLENDSHAPE_WEIGHT = 0.5
+# Which signal carries each AU (docs/aus.md, "Which signal carries each AU"):
+# "geo" the PLS inversion, "bs" the blendshape, "mean" the average of both.
+# AU06 and AU09 have no working blendshape (cheekSquint*/noseSneer* stay at 0 in
+# this model) and AU23 no ARKit counterpart: geometry. AU12 and AU25 have their
+# own rules in `estimate`.
+SOURCE: dict[str, str] = {
+    "AU01": "mean", "AU02": "mean", "AU04": "mean", "AU05": "bs", "AU06": "geo",
+    "AU07": "bs", "AU09": "geo", "AU10": "bs", "AU14": "bs", "AU15": "bs", "AU17": "mean",
+    "AU20": "bs", "AU23": "geo", "AU24": "mean", "AU26": "bs", "AU28": "bs", "AU43": "mean",
+}
+# FACS scores an AU only for appearance changes beyond those of a stronger action
+# that produces look-alike changes: a strong AU12 raises the upper lip and deepens
+# the nasolabial furrow (AU10-like) and stretches the lips (which the PLS reads as
+# AU23/AU24 and, with the cheek raise, AU09); AU06 narrows the eye from below
+# (AU07-like). Each AU here is reduced by the strongest of its look-alike sources.
+EXPLAINED_BY: dict[str, tuple[str, ...]] = {
+    "AU10": ("AU12",), "AU09": ("AU12",), "AU23": ("AU12",), "AU24": ("AU12",), "AU07": ("AU06",),
+}
+# Lips part (AU25) is measured directly: the gap between the inner lips (points 13,
+# 14) in the aligned mesh, in model units (face ~200 tall). Closed lips measure 0-1
+# on the test media; LIP_GAP_FULL is a wide-open mouth. (The PLS mean mesh has its
+# lips 8.2 units apart, so the model's own AU25 field cannot tell closed from open.)
+LIP_GAP_REST = 1.5
+LIP_GAP_FULL = 25.0
 
 BASELINE_PERCENTILE = 10.0
 BASELINE_MAX = 1.5  # a resting face may read up to this much as an AU; more is expression
@@ -237,6 +257,12 @@ def lip_corner_lift(aligned: np.ndarray) -> np.ndarray:
     return aligned[:, [61, 291], 1].mean(1) - aligned[:, [13, 14], 1].mean(1)
 
 
+def lips_part(aligned: np.ndarray) -> np.ndarray:
+    """AU25 on the FACS 0-5 scale from the inner-lip gap of aligned meshes (n, 478, 3)."""
+    gap = aligned[:, 13, 1] - aligned[:, 14, 1]
+    return 5.0 * np.clip((gap - LIP_GAP_REST) / (LIP_GAP_FULL - LIP_GAP_REST), 0.0, 1.0)
+
+
 def _baseline(x: np.ndarray, ok: np.ndarray, duration: float,
               lower: float = 0.0) -> np.ndarray:
     """Per-column resting level: a low percentile over reliable frames, shrunk to 0
@@ -329,14 +355,19 @@ def estimate(landmarks: np.ndarray, blendshapes: np.ndarray, pose: np.ndarray,
         lift_rest = lip_corner_lift(pls_model().mean[None])
     lift_au = 5.0 * np.clip((lift[:, 0] - lift_rest[0]) / LIFT_FULL, 0.0, 1.0)
     bsa = np.clip(bsa - _baseline(bsa, rel, duration), 0, 5)
-    both = ~np.isnan(geo) & ~np.isnan(bsa)
-    fused = np.where(both, BLENDSHAPE_WEIGHT * bsa + (1 - BLENDSHAPE_WEIGHT) * geo,
-                     np.where(np.isnan(geo), bsa, geo))
+    fused = np.zeros((n, K))
+    for au, src in SOURCE.items():
+        j = AU_CODES.index(au)
+        fused[:, j] = {"geo": geo[:, j], "bs": bsa[:, j], "mean": 0.5 * (geo[:, j] + bsa[:, j])}[src]
     # Crying fires mouthSmile* together with brow lowering and closed eyes; the
     # geometry (lip corners actually moving up and out) has to agree for AU12.
     j12 = AU_CODES.index("AU12")
     fused[:, j12] = np.minimum(bsa[:, j12], lift_au + 0.5)
+    fused[:, AU_CODES.index("AU25")] = lips_part(aligned)
     fused = np.nan_to_num(fused, nan=0.0)
+    before = fused.copy()
+    for au, by in EXPLAINED_BY.items():
+        fused[:, AU_CODES.index(au)] -= before[:, [AU_CODES.index(b) for b in by]].max(1)
     fused = _median_time(fused, ts)
     j43, j45 = AU_CODES.index("AU43"), AU_CODES.index("AU45")
     fused[:, j43], fused[:, j45] = _split_closure(fused[:, j43], ts)
