@@ -73,6 +73,21 @@ def last_checkpoint(out: Path) -> str | None:
     return str(ckpts[-1]) if ckpts else None
 
 
+def oversample(ds, factors: dict[str, int] | None):
+    """Repeat the rows of some scenarios: {crying_then_laughing: 3} puts each such row in three
+    times (a continuation run that must learn a new scenario without forgetting the others)."""
+    if not factors:
+        return ds
+    from datasets import concatenate_datasets
+
+    unknown = set(factors) - set(ds.unique("scenario"))
+    if unknown:
+        raise C.TrainingConfigError(f"oversample: no rows of scenario {sorted(unknown)} in the data")
+    extra = [ds.filter(lambda r, s=s: r["scenario"] == s, desc=f"oversample {s}")
+             for s, k in factors.items() for _ in range(int(k) - 1)]
+    return concatenate_datasets([ds, *extra]) if extra else ds
+
+
 def _rows(ds, n: int | None, vlm: bool, kinds: list[str] | None = None):
     if kinds and "kind" in ds.column_names:
         ds = ds.filter(lambda r: r["kind"] in kinds, desc="row kinds")
@@ -101,7 +116,7 @@ def train(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None = N
     if dsd is None:
         raise C.TrainingConfigError("the config needs `data:` (a dataset folder from `facereason train data`)")
     kinds = cfg.get("kinds")
-    train_ds = _rows(dsd["train"].shuffle(seed=int(cfg.get("shuffle_seed", 0))),
+    train_ds = _rows(oversample(dsd["train"], cfg.get("oversample")).shuffle(seed=int(cfg.get("shuffle_seed", 0))),
                      cfg.get("max_train_rows"), vlm, kinds)
     eval_ds = _rows(dsd["test"], cfg.get("max_eval_rows"), vlm, kinds) if cfg.get("max_eval_rows") else None
     init = cfg.get("init_adapter")  # continue an adapter (new data, more epochs) instead of a fresh LoRA

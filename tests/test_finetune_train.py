@@ -124,6 +124,18 @@ def test_sft_continues_an_adapter(smoke, tmp_path):
         sft.train({**sub, "init_adapter": str(tmp_path / "none")})
 
 
+def test_oversample_repeats_only_the_named_scenarios():
+    from datasets import Dataset
+
+    ds = Dataset.from_dict({"scenario": ["single", "crying", "single", "crying_then_laughing"],
+                            "messages": ["a", "b", "c", "d"]})
+    out = sft.oversample(ds, {"crying_then_laughing": 3, "crying": 2})
+    assert sorted(out["messages"]) == ["a", "b", "b", "c", "d", "d", "d"]
+    assert sft.oversample(ds, None) is ds
+    with pytest.raises(C.TrainingConfigError, match="laughing_only"):
+        sft.oversample(ds, {"laughing_only": 2})
+
+
 @pytest.mark.slow
 def test_grpo_in_processes_resumes_until_done(smoke, tmp_path):
     """`process_steps: 1` runs two GRPO processes; the second resumes the first's checkpoint."""
