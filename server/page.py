@@ -1,8 +1,8 @@
 """The Gradio page served at / by app.py: upload, watch the explanation being written, ask.
 
-It calls the same functions as the API (app.explain_job, app.chat_job) through
-the same bounded worker pool, so the page and the API share one back-pressure
-limit and one set of sessions.
+It runs the same jobs as the API (server.jobs.explain_job, chat_job), admitted
+through the same bounded worker pool (server.runtime.admit), so the page and the
+API share one back-pressure limit and one set of sessions.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-import app as server
+from server.jobs import chat_job, explain_job, probe, safe_name
+from server.runtime import ApiError, admit
 from tools.errors import FaceReasonError
 
 log = logging.getLogger("facereason.ui")
@@ -103,8 +104,8 @@ def _captions(result) -> str:
 
 
 # ---------------------------------------------------------------- handlers
-def _busy_message(state) -> str:
-    return f"The server is busy; try again in about {state.pool.retry_after()} s."
+def _busy_message(exc: ApiError) -> str:
+    return f"The server is busy; try again in about {exc.headers.get('Retry-After', '5')} s."
 
 
 def explain_handler(state, upload: str | None, question: str | None) -> Iterator[tuple]:
@@ -114,24 +115,25 @@ def explain_handler(state, upload: str | None, question: str | None) -> Iterator
     if not upload:
         yield ("Upload a video or image first.", skip, skip, skip, skip, skip, skip, skip)
         return
-    if not state.pool.try_acquire():
-        yield (_busy_message(state), skip, skip, skip, skip, skip, skip, skip)
+    try:
+        work = admit(state)
+    except ApiError as exc:
+        yield (_busy_message(exc), skip, skip, skip, skip, skip, skip, skip)
         return
-    work = server.Work(state)
     out_dir = Path(tempfile.mkdtemp(prefix="ui-", dir=state.tmp_root))
     events: queue.Queue = queue.Queue()
     s = state.settings
     try:
         src = Path(upload)
-        path = work.dir / server.safe_name(src.name)
+        path = work.dir / safe_name(src.name)
         shutil.copyfile(src, path)
-        server.probe(path, s.limits())
+        probe(path, s.limits())
         opts = {"question": (question or "").strip()[:2000] or None, "fps": s.default_fps,
                 "max_faces": 4, "label_set": None}
 
         def job():
             try:
-                events.put(("result", server.explain_job(state, path, opts, work,
+                events.put(("result", explain_job(state, path, opts, work,
                                                          lambda k, d: events.put((k, d)))))
             except BaseException as exc:  # handed to the page thread, which words it
                 events.put(("error", exc))
@@ -217,13 +219,14 @@ def chat_handler(state, message: str, history: list, session: dict | None):
     if not session:
         history.append({"role": "assistant", "content": "Explain a video or image first."})
         return history, "", gr.skip()
-    if not state.pool.try_acquire():
-        history.append({"role": "assistant", "content": _busy_message(state)})
+    try:
+        work = admit(state)
+    except ApiError as exc:
+        history.append({"role": "assistant", "content": _busy_message(exc)})
         return history, "", gr.skip()
-    work = server.Work(state)
     try:
         sess = state.get_session(session["sid"])
-        fut = work.start(server.chat_job, state, sess, message, work)
+        fut = work.start(chat_job, state, sess, message, work)
         ans = fut.result(timeout=state.settings.request_timeout_s)
     except FaceReasonError as exc:
         history.append({"role": "assistant", "content": str(exc)})
