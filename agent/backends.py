@@ -597,7 +597,7 @@ class RulesBackend(Backend):
 def resolve_backend(backend: str, model: str | None = None, adapter: str | None = None) -> str:
     """The backend "auto" stands for: the in-process model when a model or adapter is named
     (argument or $FACEREASON_ADAPTER) or the project's fine-tuned adapter is shipped as the
-    default (models/facereason-smollm2-lora/ship.json: the evaluation shows it at or above
+    default (agent/adapters/facereason-smollm2-lora/ship.json: the evaluation shows it at or above
     the engine); otherwise the rule-based engine, never the untrained base model."""
     if backend != "auto":
         return backend

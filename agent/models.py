@@ -5,7 +5,7 @@
 - `resolve_model`: an asset name (`smollm2-135m`, the default), a local folder
   or a hub id -> what `from_pretrained` takes.
 - `resolve_adapter`: an explicit PEFT adapter, else `$FACEREASON_ADAPTER`, else
-  the project's shipped adapter (models/facereason-smollm2-lora) for the
+  the project's shipped adapter (agent/adapters/facereason-smollm2-lora) for the
   default model; "none" turns it off.
 - `is_vlm`: the one test of "is this an image-text-to-text model?" (its config
   type is in transformers' image-text-to-text mapping).

@@ -49,9 +49,9 @@ def add_parser(subparsers) -> None:
     m.add_argument("--base", help="base model folder (default: from the adapter's config)")
     m.set_defaults(func=_merge)
 
-    s = sub.add_parser("ship", help="copy an adapter as fp16 with a model card (e.g. into models/)")
+    s = sub.add_parser("ship", help="copy an adapter as fp16 with a model card (e.g. into agent/adapters/)")
     s.add_argument("--adapter", required=True)
-    s.add_argument("--to", default="models/facereason-smollm2-lora")
+    s.add_argument("--to", default="agent/adapters/facereason-smollm2-lora")
     s.add_argument("--run", default="out/train", help="the run whose evaluation goes into the card")
     s.add_argument("--system", default="grpo", choices=["sft", "grpo"],
                    help="which of the run's systems the adapter is (for the ship rule)")

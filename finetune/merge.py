@@ -1,7 +1,7 @@
 """Merge a LoRA adapter into its base model: a full model folder vLLM (or any
 transformers loader) can serve without PEFT.
 
-    facereason train merge --adapter models/facereason-smollm2-lora --out out/merged
+    facereason train merge --adapter agent/adapters/facereason-smollm2-lora --out out/merged
     vllm serve out/merged --dtype float32          # or: --enable-lora with the adapter
 """
 

@@ -1,7 +1,7 @@
 """End to end on real media, for both reasoners a user can get: the project's fine-tuned
-model (SmolLM2-135M-Instruct + models/facereason-smollm2-lora, `--backend transformers`) and
+model (SmolLM2-135M-Instruct + agent/adapters/facereason-smollm2-lora, `--backend transformers`) and
 the rule-based engine (`--backend engine`); `--backend auto`, the default, is whichever the
-ship rule picked (models/facereason-smollm2-lora/ship.json). The named system must answer: a
+ship rule picked (agent/adapters/facereason-smollm2-lora/ship.json). The named system must answer: a
 fallback fails these tests, so the model tests test the model, not the rules behind it.
 
 Where the fine-tuned model is known to be wrong (the evaluation in docs/training.md puts it

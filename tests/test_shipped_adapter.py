@@ -1,4 +1,4 @@
-"""The shipped LoRA adapter (models/facereason-smollm2-lora): small, fp16, used by
+"""The shipped LoRA adapter (agent/adapters/facereason-smollm2-lora): small, fp16, used by
 default, and it changes what the model decides (the base model is untrained for it)."""
 
 from __future__ import annotations
