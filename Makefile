@@ -51,13 +51,12 @@ serve: setup
 	$(BIN)/python app.py
 
 # The full CPU recipe (finetune/configs/recipe_smollm2.yaml): data -> SFT -> GRPO ->
-# evaluation table -> report, each stage in its own process and GRPO in a fresh process
-# every `process_steps` steps; an interrupted run continues when rerun. `train ship`
-# copies the adapter into models/; it becomes the default (`--backend auto`) only if the
-# table shows it at or above the engine, else it is opt-in (`--backend transformers`).
+# evaluation table -> report -> ship, GRPO in a fresh process every `process_steps` steps;
+# an interrupted run continues when rerun. The ship stage copies the adapter into
+# agent/adapters/; it becomes the default (`--backend auto`) only if the table shows it at
+# or above the engine, else it is opt-in (`--backend transformers`).
 train: setup
 	$(BIN)/facereason train all --config recipe_smollm2
-	$(BIN)/facereason train ship --adapter out/train/grpo/adapter --to models/facereason-smollm2-lora --run out/train --opt-in
 
 train-smoke: setup
 	$(BIN)/facereason train all --config recipe_smoke

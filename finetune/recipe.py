@@ -1,11 +1,13 @@
-"""The whole recipe in one call: data -> SFT -> GRPO -> evaluation -> report.
+"""The whole recipe in one call: data -> SFT -> GRPO -> evaluation -> report -> ship.
 
     facereason train all --config recipe_smollm2      # `make train`
     facereason train all --config recipe_smoke        # `make train-smoke`
 
 A recipe YAML names a config per stage (finetune/configs/); each stage skips
 its work when its output exists (delete the folder to redo it), and SFT/GRPO
-resume from their last checkpoint, so an interrupted run continues.
+resume from their last checkpoint, so an interrupted run continues. The ship
+stage copies the adapter of the stage it names (`adapter: grpo`) where the agent
+finds it; the ship rule decides whether it becomes the default.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def build_data(section: dict) -> Path:
 
 
 def run(cfg_or_path: str | Path | dict, overrides: list[str] | None = None,
-        stages: tuple[str, ...] = ("data", "sft", "grpo", "eval", "report")) -> dict:
+        stages: tuple[str, ...] = ("data", "sft", "grpo", "eval", "report", "ship")) -> dict:
     from finetune import evaluate, grpo, report, sft
 
     cfg = C.load(cfg_or_path, overrides)
@@ -58,6 +60,12 @@ def run(cfg_or_path: str | Path | dict, overrides: list[str] | None = None,
         elif stage == "report":
             r = cfg["report"]
             done[stage] = str(report.write_report(r["run"], r["docs"]))
+        elif stage == "ship":
+            s = cfg["ship"]
+            if s["adapter"] not in done:
+                raise C.TrainingConfigError(f"ship: adapter '{s['adapter']}' names no stage that ran")
+            done[stage] = str(report.ship(done[s["adapter"]], s["to"], s["run"], system=s["adapter"],
+                                          opt_in=bool(s.get("opt_in", False))))
         times[stage] = round(time.time() - t0, 1)
         print(f"[train] {stage}: {done[stage]} ({times[stage]} s)", flush=True)
     return {"outputs": done, "wall_s": times}

@@ -66,6 +66,11 @@ def test_smoke_recipe_trains_every_stage(smoke):
     assert "| SFT+GRPO |" in report
     png = root / "training_sft_loss.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The ship stage copied the GRPO adapter with the ship rule's verdict on this run's table.
+    shipped = Path(result["outputs"]["ship"])
+    assert shipped == root / "shipped" and (shipped / "adapter_model.safetensors").is_file()
+    verdict = json.loads((shipped / "ship.json").read_text())
+    assert verdict["system"] == "grpo" and verdict["default"] is (not verdict["reasons"])
 
 
 @pytest.mark.slow
