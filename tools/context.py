@@ -34,10 +34,11 @@ from urllib.parse import urlparse
 import numpy as np
 import yaml
 
+import prompts
 from tools.analysis import ContextResult
 from tools.errors import FaceReasonError
 
-PROMPTS_FILE = Path(__file__).resolve().parents[1] / "prompts" / "context_prompts.yaml"
+PROMPTS_FILE = prompts.ROOT / "context_prompts.yaml"  # the CLIP text prompts
 
 
 @dataclass(frozen=True)

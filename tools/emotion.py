@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import yaml
 
+import prompts
 from tools.emotion_cnn import EmotionCNN, get_cnn
 from tools.errors import FaceReasonError
 from tools.facs import AU_CODES, EMOTIONS, FER2013_CLASSES
@@ -37,7 +38,7 @@ __all__ = [
     "valence_arousal", "DEFAULT",
 ]
 
-PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
+PROMPTS = prompts.ROOT  # the pinned EMFACS table and label sets live with the prompts (design card)
 EMFACS_PATH = PROMPTS / "emfacs.yaml"
 LABELSET_DIR = PROMPTS / "labelsets"
 
