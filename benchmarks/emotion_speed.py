@@ -1,6 +1,6 @@
 """Speed of tools.emotion's per-frame parts: align_crop, EmotionCNN.predict, fuse.
 
-Reports CPU time per call (time.process_time, one torch thread), which is what
+Reports CPU time per call (time.process_time, one OpenCV thread, as the pipeline runs it), which is what
 the 2-core budget is spent on; wall time on a shared machine mostly measures the
 neighbours. Usage: python benchmarks/emotion_speed.py
 """
@@ -11,8 +11,8 @@ import statistics
 import time
 
 import av
+import cv2
 import numpy as np
-import torch
 
 from tools import assets
 from tools.emotion import align_crop, fuse, get_cnn
@@ -31,7 +31,7 @@ def cpu_ms(fn, reps: int) -> float:
 
 
 def main() -> None:
-    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
     with av.open(str(assets.media("single_face.mp4"))) as c:
         frame = next(c.decode(video=0)).to_ndarray(format="rgb24")
     with LandmarkDetector(max_faces=1, video=False) as det:

@@ -67,3 +67,14 @@ def test_analyze_loads_no_web_or_language_model_stack(media):
     loaded = _loaded_after("from agent import cli\nwith contextlib.redirect_stdout(io.StringIO()):\n"
                            f"    assert cli.main(['analyze', {str(still)!r}]) == 0")
     assert not set(loaded) & set(WEB_AND_LM), loaded
+
+
+def test_analyze_runs_without_torch(media):
+    """Perception runs the emotion CNN's ONNX export with cv2.dnn: torch is needed only
+    for the one-time export, done here first (it is cached per machine)."""
+    from tools.emotion_cnn import onnx_file
+
+    onnx_file()
+    loaded = _loaded_after("from agent import cli\nwith contextlib.redirect_stdout(io.StringIO()):\n"
+                           f"    assert cli.main(['analyze', {str(media('single_face.mp4'))!r}]) == 0")
+    assert "torch" not in loaded, loaded

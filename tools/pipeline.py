@@ -22,6 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from tools import aus, context, emotion, occlusion, timeline
@@ -103,21 +104,19 @@ class _FaceWorker:
 
 
 @contextlib.contextmanager
-def _torch_threads(n: int):
-    """Run torch (the emotion CNN in `_FaceWorker`) on n threads for a while.
+def _cnn_threads(n: int):
+    """Run OpenCV (the emotion CNN in `_FaceWorker`, cv2.dnn) on n threads for a while.
 
-    MediaPipe keeps one core busy during the pass; torch's default of one
-    thread per core then fights it for the same core (measured: 4.8 s with 1
-    thread vs 5.3 s with 2 for the 472-frame sample video on 2 cores).
+    MediaPipe keeps one core busy during the pass; a CNN with one thread per core
+    then fights it for the same core (measured with the earlier torch runtime: 4.8 s
+    with 1 thread vs 5.3 s with 2 for the 472-frame sample video on 2 cores).
     """
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(min(n, before))
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(min(n, max(1, before)))
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        cv2.setNumThreads(before)
 
 
 def _measure_track(track: Track, features: dict[str, np.ndarray],
@@ -201,7 +200,7 @@ def analyze(
         # closing(): the decode thread must stop before the container closes, even on error.
         worker = _FaceWorker()
         with (LandmarkDetector(max_faces=max_faces, video=is_video) as detector,
-              _torch_threads(1),
+              _cnn_threads(1),
               contextlib.closing(_prefetch(media.frames(fps=fps))) as frames):
             for frame in frames:
                 frames_decoded = frame.index + 1
