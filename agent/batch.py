@@ -65,14 +65,18 @@ class Settings:
     base_url: str | None = None
 
     def key(self) -> str:
-        """8 hex digits; perception-only runs ignore the reasoner's settings, and "auto" counts
-        as the backend it stands for today (a newly shipped model is a new setting)."""
+        """8 hex digits; perception-only runs ignore the reasoner's settings, "auto" counts as
+        the backend it stands for today (a newly shipped model is a new setting), and a change
+        to the perception code (tools.measurement_fingerprint) is a new setting too."""
+        from tools import measurement_fingerprint
+
         if self.explain:
             from agent.backends import resolve_backend
 
             fields = {**asdict(self), "backend": resolve_backend(self.backend, self.model, self.adapter)}
         else:
             fields = {"fps": self.fps, "max_faces": self.max_faces}
+        fields["measurement"] = measurement_fingerprint()  # new perception code: a new result
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
 
     def kwargs(self) -> dict[str, Any]:

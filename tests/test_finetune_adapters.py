@@ -71,7 +71,7 @@ def test_bad_files_name_the_problem(files, tmp_path):
 
 
 @pytest.mark.slow
-def test_build_dataset_analyses_once_and_caches(files, tmp_path):
+def test_build_dataset_analyses_once_and_caches(files, tmp_path, monkeypatch):
     items = (adapters.read("fea-20k", files / "fea.jsonl") + adapters.read("fec-bench", files / "test.json"))
     cache = tmp_path / "cache"
     dsd = adapters.build_dataset(items, cache, fps=4.0, test_share=0.0)
@@ -91,3 +91,22 @@ def test_build_dataset_analyses_once_and_caches(files, tmp_path):
     again = adapters.build_dataset(items, cache, fps=4.0, test_share=0.0)
     assert {p: p.stat().st_mtime_ns for p in cache.glob("*.json")} == stamps
     assert sorted(again["train"]["analysis"]) == sorted(dsd["train"]["analysis"])
+    # New measurement code is a new key: the analyses are made again, never reused stale.
+    import tools
+
+    monkeypatch.setattr(tools, "measurement_fingerprint", lambda: "0" * 12)
+    adapters.build_dataset(items, cache, fps=4.0, test_share=0.0)
+    assert len(list(cache.glob("*.json"))) == 6
+
+
+def test_the_measurement_fingerprint_follows_the_emfacs_table(tmp_path, monkeypatch):
+    import prompts
+    import tools
+
+    shutil.copytree(prompts.ROOT, tmp_path / "prompts")
+    monkeypatch.setattr(prompts, "ROOT", tmp_path / "prompts")
+    first = tools.measurement_fingerprint.__wrapped__()
+    assert first == tools.measurement_fingerprint.__wrapped__() and len(first) == 12
+    emfacs = tmp_path / "prompts" / "emfacs.yaml"
+    emfacs.write_text(emfacs.read_text() + "\n# one more comment\n")
+    assert tools.measurement_fingerprint.__wrapped__() != first

@@ -10,6 +10,9 @@ tools/analysis.py defines the result.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 # Importing `tools` is cheap (no torch, no MediaPipe): the command line's --help and
@@ -27,4 +30,26 @@ def analyze(path, **kwargs) -> Analysis:
     return _analyze(path, **kwargs)
 
 
-__all__ = ["analyze"]
+# Modules of tools/ that do not change what a measurement is (I/O around it, plots, the CLI).
+_NOT_MEASUREMENT = {"__init__.py", "assets.py", "commands.py", "errors.py", "files.py", "plots.py",
+                    "summary.py", "torchvision_compat.py"}
+
+
+@functools.cache
+def measurement_fingerprint() -> str:
+    """12 hex digits that change whenever the code or tables that turn pixels into an
+    Analysis change: every perception module of tools/, the EMFACS table and the label
+    sets. Caches of analyses (training features, batch reruns) carry it in their key, so
+    a measurement change is never answered from a stale file."""
+    import prompts
+
+    here = Path(__file__).resolve().parent
+    files = [f for f in sorted(here.glob("*.py")) if f.name not in _NOT_MEASUREMENT]
+    files += [prompts.ROOT / "emfacs.yaml", *sorted((prompts.ROOT / "labelsets").glob("*.yaml"))]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
+__all__ = ["analyze", "measurement_fingerprint"]

@@ -227,14 +227,16 @@ def content_hash(path: str | Path) -> str:
 
 
 def analyze_cached(path: str | Path, cache_dir: str | Path, fps: float | None = 8.0):
-    """The Analysis of a medium, computed once per content hash and fps."""
+    """The Analysis of a medium, computed once per content hash, fps and measurement code."""
     from tools import analyze
     from tools.analysis import Analysis
 
     p = Path(path)
     if not p.is_file():
         raise TrainingDataError(f"media file {p} does not exist")
-    cache = Path(cache_dir) / f"{content_hash(p)}_{fps or 'all'}.json"
+    from tools import measurement_fingerprint
+
+    cache = Path(cache_dir) / f"{content_hash(p)}_{fps or 'all'}_{measurement_fingerprint()}.json"
     if cache.is_file():
         return Analysis.from_json(cache.read_text())
     a = analyze(p, fps=fps, include_landmarks=False, display_name=p.name)
