@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import prompts
+from tools import timeline
 from tools.analysis import Analysis, EmotionSegment, Track
 from tools.facs import AU_NAMES, AU_OCCURRENCE_THRESHOLD
 from tools.occlusion import FLAG
@@ -143,17 +144,18 @@ def mean_affect(track: Track, rows: np.ndarray | None = None) -> tuple[float, fl
 
 
 def occluded_spans(track: Track) -> list[tuple[float, float]]:
-    if track.occlusion is None or not track.n:
-        return []
-    ts = np.asarray(track.timestamps, dtype=float)
-    return [(float(ts[a]), float(ts[b]))
-            for a, b in _runs(np.asarray(track.occlusion, dtype=float) >= OCCLUDED)]
+    """tools.timeline owns the spans (each frame lasting until the next)."""
+    return timeline.occluded_spans(track)
 
 
 def occluded_share(track: Track) -> float:
-    if track.occlusion is not None and track.n:
-        return float((np.asarray(track.occlusion, dtype=float) >= OCCLUDED).mean())
-    return float(track.summary.occluded_share) if track.summary is not None else 0.0
+    """The summary's duration-weighted share (tools.timeline), the number the plots show."""
+    if track.summary is not None:
+        return float(track.summary.occluded_share)
+    if track.occlusion is None or not track.n:
+        return 0.0
+    w = timeline.frame_durations(np.asarray(track.timestamps, dtype=float))
+    return float(np.average(np.asarray(track.occlusion, dtype=float) >= OCCLUDED, weights=w))
 
 
 def top_aus(analysis: Analysis, track: Track, rows: np.ndarray | None = None,

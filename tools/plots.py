@@ -25,7 +25,7 @@ from matplotlib.patches import Rectangle
 from tools.analysis import Analysis, Track
 from tools.errors import FaceReasonError
 from tools.facs import AU_NAMES
-from tools.timeline import OCCLUDED, build_timeline, frame_durations, observed_spans, smooth
+from tools.timeline import build_timeline, frame_durations, observed_spans, occluded_spans, smooth
 
 # Colours people tend to expect (warm for joy, red for anger, blue for sadness).
 EMOTION_COLORS = {
@@ -62,23 +62,13 @@ def _time_edges(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return edges, cols
 
 
-def _covered_spans(track: Track, t: np.ndarray) -> list[tuple[float, float]]:
-    """(start, end) of each run of frames whose occlusion score is at least OCCLUDED."""
-    if track.occlusion is None:
-        return []
-    occ = (np.asarray(track.occlusion) >= OCCLUDED).astype(int)
-    end = t + frame_durations(t)
-    change = np.flatnonzero(np.diff(np.r_[0, occ, 0]))
-    return [(float(t[a]), float(end[b - 1])) for a, b in zip(change[::2], change[1::2], strict=True)]
-
-
 def _shade_unseen_and_covered(ax, track: Track, t: np.ndarray) -> None:
     spans = observed_spans(t)
     for (_, a), (b, _) in zip(spans[:-1], spans[1:], strict=True):
         ax.axvspan(a, b, color="#d9d9d9", zorder=0, lw=0)
         ax.text((a + b) / 2, 0.5, "not visible", transform=ax.get_xaxis_transform(),
                 ha="center", va="center", rotation=90, fontsize=7.5, color="#777777")
-    for a, b in _covered_spans(track, t):
+    for a, b in occluded_spans(track):
         ax.axvspan(a, b, facecolor="none", edgecolor="#555555", hatch="///", lw=0, zorder=3)
 
 
@@ -145,7 +135,7 @@ def _draw_video(fig: Figure, analysis: Analysis, track: Track) -> None:
                                            gid=f"au_event:{ev.au}"))
             cb = fig.colorbar(mesh, ax=ax, pad=0.01, fraction=0.025)
             cb.set_label("AU intensity (0-5)", fontsize=8)
-            for a, b in _covered_spans(track, t):
+            for a, b in occluded_spans(track):
                 ax.axvspan(a, b, facecolor="none", edgecolor="white", hatch="///", lw=0, zorder=3)
             ax.set_title("Action Units (outlined: events; dashed: brief, possible micro-expression)",
                          fontsize=9, loc="left")

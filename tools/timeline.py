@@ -319,6 +319,18 @@ def frame_durations(timestamps: np.ndarray) -> np.ndarray:
     return _frame_steps(np.asarray(timestamps, np.float64))[1]
 
 
+def occluded_spans(track: Track) -> list[tuple[float, float]]:
+    """(start, end) seconds of each run of frames whose occlusion score is at least OCCLUDED,
+    each frame lasting until the next (frame_durations), as the summary's share counts them."""
+    if track.occlusion is None or not track.n:
+        return []
+    t = np.asarray(track.timestamps, np.float64)
+    occ = (np.asarray(track.occlusion, np.float64) >= OCCLUDED).astype(int)
+    end = t + frame_durations(t)
+    change = np.flatnonzero(np.diff(np.r_[0, occ, 0]))
+    return [(float(t[a]), float(end[b - 1])) for a, b in zip(change[::2], change[1::2], strict=True)]
+
+
 def observed_spans(timestamps: np.ndarray) -> list[tuple[float, float]]:
     """(start, end) seconds of each stretch in which the face was continuously seen."""
     t = np.asarray(timestamps, np.float64)
