@@ -26,7 +26,7 @@ from tools.errors import FaceReasonError
 
 DEFAULT_MODEL = "smollm2-135m"
 # The shipped fine-tuned adapter; used by default with the default model when present.
-DEFAULT_ADAPTER = Path(__file__).resolve().parents[1] / "models" / "facereason-smollm2-lora"
+DEFAULT_ADAPTER = Path(__file__).resolve().parent / "adapters" / "facereason-smollm2-lora"  # package data
 ENV_ADAPTER = "FACEREASON_ADAPTER"
 
 
