@@ -31,11 +31,11 @@ def _is_subsequence(small, big) -> bool:
 
 SYSTEMS = {"model": "transformers", "engine": "engine"}
 # What the fine-tuned model still gets wrong on the real media (docs/training.md, section 6).
-# Measured 2026-12-01 with the SFT v3 adapter (130 + 90 steps); see docs/training.md.
+# Measured 2026-12-01 with the SFT v4 adapter (130 + 90 + 60 steps); see docs/training.md.
 MODEL_GAPS: dict[str, str] = {
-    "crying_before_laughter": "issue 12: it reads WolfgangLanger as sadness alone (arc sadness1) where "
-                              "the segments go sadness -> happiness: the crying confuser's override "
-                              "is applied to the whole clip",
+    "crying_before_laughter": "issue 12: it reads WolfgangLanger as sadness (arc sadness1, disgust1, "
+                              "fear1) where the segments go sadness -> happiness: the crying "
+                              "confuser's override swallows the laughter after the covered face",
 }
 
 
