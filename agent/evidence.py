@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 
 import prompts
-from tools import timeline
 from tools.analysis import Analysis, EmotionSegment, Track
 from tools.facs import AU_NAMES, AU_OCCURRENCE_THRESHOLD
 from tools.occlusion import FLAG
@@ -145,6 +144,8 @@ def mean_affect(track: Track, rows: np.ndarray | None = None) -> tuple[float, fl
 
 def occluded_spans(track: Track) -> list[tuple[float, float]]:
     """tools.timeline owns the spans (each frame lasting until the next)."""
+    from tools import timeline  # scipy: not at import, `facereason --help` imports this module
+
     return timeline.occluded_spans(track)
 
 
@@ -154,6 +155,8 @@ def occluded_share(track: Track) -> float:
         return float(track.summary.occluded_share)
     if track.occlusion is None or not track.n:
         return 0.0
+    from tools import timeline
+
     w = timeline.frame_durations(np.asarray(track.timestamps, dtype=float))
     return float(np.average(np.asarray(track.occlusion, dtype=float) >= OCCLUDED, weights=w))
 
