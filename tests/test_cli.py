@@ -45,7 +45,8 @@ def test_assets_list_shows_every_asset():
         assert name in r.stdout
 
 
-HEAVY = ("torch", "transformers", "peft", "trl", "fastapi", "gradio", "langgraph", "uvicorn", "ray")
+HEAVY = ("torch", "transformers", "peft", "trl", "fastapi", "gradio", "langgraph", "uvicorn", "ray",
+         "scipy")
 WEB_AND_LM = ("transformers", "peft", "trl", "fastapi", "gradio", "langgraph", "uvicorn")
 
 
