@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -29,9 +30,15 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def wheel_venv(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wheel")
+    # Build from a copy: setuptools writes build/ and *.egg-info into the tree it builds, and a
+    # stale build/lib would leak removed modules into later wheels.
+    src = tmp / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "out", "runs", "build", "dist", "artifacts", "*.egg-info", "__pycache__",
+        ".pytest_cache", ".ruff_cache", ".hypothesis", ".whl", ".gl"))
     dist = tmp / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(dist), str(ROOT)], check=True, cwd=tmp)
+                    "-q", "-w", str(dist), str(src)], check=True, cwd=tmp)
     (whl,) = dist.glob("facereason-*.whl")
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
