@@ -13,8 +13,9 @@ import itertools
 import json
 from pathlib import Path
 
-from evals.judges import LABELS, Judge, OfflineJudge
+from evals.judges import LABELS, Judge
 from evals.metrics import normalise_caption
+from evals.offline_judge import OfflineJudge
 from tools.errors import FaceReasonError
 
 

@@ -6,8 +6,10 @@ import pytest
 from evals_fake_llm import FakeLLM
 
 from evals.agreement import agreement
-from evals.judges import JudgeError, LLMJudge, OfflineJudge, make_judge, split_clauses
+from evals.judges import JudgeError, make_judge
+from evals.llm_judge import LLMJudge
 from evals.metrics import autodq, tem
+from evals.offline_judge import OfflineJudge, split_clauses
 
 REF = ("At the beginning, the woman looks down. As the video progresses, she raises her eyebrows. "
        "Towards the end, she smiles broadly.")

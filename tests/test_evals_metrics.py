@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from evals.judges import OfflineJudge
 from evals.metrics import autodq, cider, lcs_pairs, rouge_l, tem, tokenize
+from evals.offline_judge import OfflineJudge
 
 REF = ("At the beginning of the video, the woman looks down with a neutral expression. "
        "As the video progresses, she raises her eyebrows and her eyes widen in surprise. "

@@ -11,7 +11,7 @@ from PIL import Image
 from agent.cli import main
 from evals.classification import emotion_metrics, explanation_metrics, icc_3_1
 from evals.fec import load_references, run_fec
-from evals.judges import OfflineJudge
+from evals.offline_judge import OfflineJudge
 from tools.errors import FaceReasonError
 
 REFS = [

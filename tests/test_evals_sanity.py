@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from evals.judges import OfflineJudge
 from evals.metrics import autodq, tem
+from evals.offline_judge import OfflineJudge
 
 WOLFGANG = ("At the beginning, the woman cries with her eyes closed and her brows knitted. "
             "As the video progresses, she covers her mouth and nose with her hand and sobs. "

@@ -136,7 +136,8 @@ def test_vllm_enforces_the_record_schema(vllm_server, analyses):
 def test_the_llm_judge_gets_valid_sized_answers_from_vllm(vllm_server, tmp_path_factory):
     """The FEC judge's three requests through vLLM's json_schema outputs: a 135M judge is
     no good judge, but each answer parses and has exactly one relation / match per event."""
-    from evals.judges import LABELS, LLMJudge
+    from evals.judges import LABELS
+    from evals.llm_judge import LLMJudge
 
     judge = LLMJudge(vllm_server, "smollm2", max_retries=1, backoff_s=0, timeout_s=120)
     caption = "At the beginning, the woman cries. Towards the end, she laughs."
