@@ -172,28 +172,35 @@ def conclusion(track: Track, d: Decision) -> Conclusion:
 
 
 def _actions(f: FaceFacts, start: float, end: float, prefer: list[str], narrated: set[str],
-             ph: _Phrases) -> tuple[str, list[str]]:
+             ph: _Phrases, *, peak_by_end: bool = False) -> tuple[str, list[str]]:
     """Caption phrase for the strongest movements that start inside [start, end]
-    (cited events first), each AU narrated once per caption; and their ids."""
-    pool = [i for i in prefer if start - ev.TIME_TOLERANCE_S <= f.events[i].start <= end]
-    pool += [i for i in f.events_in(start, end)
-             if i not in pool and start - ev.TIME_TOLERANCE_S <= f.events[i].start <= end]
+    (cited events first), each event narrated once per caption (a cheek raise in the
+    crying and another in the laughter are two movements); and their ids. With
+    `peak_by_end`, a movement must also peak by `end`: one that starts as the next
+    stretch begins belongs to that stretch's sentence."""
+    def inside(i: str) -> bool:
+        e = f.events[i]
+        return (start - ev.TIME_TOLERANCE_S <= e.start <= end
+                and (not peak_by_end or e.apex <= end + ev.TIME_TOLERANCE_S))
+
+    pool = [i for i in prefer if inside(i)]
+    pool += [i for i in f.events_in(start, end) if i not in pool and inside(i)]
     chosen: list[str] = []
     for i in pool:
         au = f.events[i].au
-        if au in narrated or au == "AU45" or any(f.events[j].au == au for j in chosen):
+        if i in narrated or au == "AU45" or any(f.events[j].au == au for j in chosen):
             continue
         chosen.append(i)
         if len(chosen) == CAPTION_ACTIONS:
             break
-    narrated.update(f.events[i].au for i in chosen)
+    narrated.update(chosen)
     return ph.listing([ph.action(f.events[i].au) for i in chosen]), chosen
 
 
 def caption(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) -> list[CaptionSentence]:
     """FEC-Bench-style caption sentences, each with its span and evidence ids."""
     t = f.track
-    narrated: set[str] = set()
+    narrated: set[str] = set()  # event ids already in a sentence
     out: list[CaptionSentence] = []
 
     def add(text: str, start: float, end: float, ids: list[str]) -> None:
@@ -226,7 +233,7 @@ def caption(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) -> list
             s1, t.end, [d.arc[0]])
     else:
         for k, (sid, seg) in enumerate(zip(d.arc[1:-1], arc[1:-1], strict=True)):
-            acts, ids = _actions(f, seg.start - 0.5, seg.end, d.cite, narrated, ph)
+            acts, ids = _actions(f, seg.start - 0.5, seg.end, d.cite, narrated, ph, peak_by_end=True)
             key = "caption_middle" if k == 0 else "caption_then"
             text = ph.pick(key, subject=ph.subject, state=ph.state(told(seg.label, d)))
             add(text + (ph.pick("caption_actions", actions=acts) if acts else "."), seg.start,

@@ -121,6 +121,33 @@ def test_caption_follows_the_arc_in_whole_sentences():
     assert neutral_at < max(e.caption.find(w) for w in ("smil", "happy", "cheerful"))
 
 
+def test_the_laughter_sentence_names_the_laughter_movements():
+    """Crying with raised cheeks, a covered stretch, then laughter (WolfgangLanger_Pexels.mp4's
+    shape): the laughter's lip-corner pull starts as the middle stretch ends, and its cheek
+    raise repeats one of the crying. Both belong to the laughter's sentence."""
+    from agent_synthetic import make_track
+
+    from tools.analysis import Analysis, Sampling, SourceInfo
+
+    t = make_track(0, 0.0, 8.0,
+                   events=[("AU06", 0.3, 1.0, 2.0, 2.5), ("AU43", 0.2, 1.0, 2.2, 3.0),
+                           ("AU04", 3.2, 3.8, 4.6, 2.0), ("AU12", 5.0, 6.5, 8.0, 4.0),
+                           ("AU06", 5.1, 6.6, 8.0, 4.0)],
+                   segments=[("sadness", 0.0, 2.5, 0.7), ("disgust", 3.0, 5.0, 0.5),
+                             ("happiness", 5.0, 8.0, 0.85)])
+    a = Analysis(source=SourceInfo(name="cry_laugh.mp4", kind="video", width=640, height=360,
+                                   duration_s=8.0), sampling=Sampling(), tracks=[t])
+    f = ev.facts(a, t)
+    d = Decision(label="happiness", conf=0.7, cite=[], arc=["sadness1", "disgust1", "happiness1"],
+                 alt=None, why=[], note="")
+    sentences = render.explanation(a, t, d).caption_sentences
+    laugh = next(s for s in sentences if "happiness1" in s.evidence)
+    named = {f.events[i].au for i in laugh.evidence if i in f.events}
+    assert named == {"AU06", "AU12"}, laugh.text
+    middle = next(s for s in sentences if "disgust1" in s.evidence)
+    assert not {f.events[i].au for i in middle.evidence if i in f.events} & {"AU12"}, middle.text
+
+
 def test_cue_phrases_name_no_emotion_but_their_own():
     # The caption's emotion words come from the segments; a movement phrase that said
     # "smile" put happiness into a neutral stretch, and the check flagged the renderer.
