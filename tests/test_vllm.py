@@ -22,10 +22,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agent.models import DEFAULT_ADAPTER
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(os.environ.get("VLLM_VENV", ROOT / ".venv" / "vllm"))
 SERVED = "facereason"  # the LoRA; the base model is served as "smollm2"
-ADAPTER = ROOT / "models" / "facereason-smollm2-lora"
+ADAPTER = DEFAULT_ADAPTER  # the shipped LoRA, agent/adapters/facereason-smollm2-lora
 
 # Opt-in: `make test` deselects the `vllm` marker; `make test-vllm` builds the
 # separate vLLM venv and runs these. Run without that venv, they fail and say why.
