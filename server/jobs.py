@@ -28,10 +28,9 @@ def safe_name(filename: str | None) -> str:
 
 
 def label_sets() -> list[str]:
-    import prompts
+    from tools.emotion import label_set_names  # the one list of what load_label_set accepts
 
-    names = sorted(p.stem for p in (prompts.ROOT / "labelsets").glob("*.yaml"))
-    return ["emotions", *names]
+    return label_set_names()
 
 
 def check_label_set(name: str | None) -> str | None:

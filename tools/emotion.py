@@ -34,7 +34,7 @@ from tools.facs import AU_CODES, EMOTIONS, FER2013_CLASSES
 
 __all__ = [
     "EmotionCNN", "EmotionResult", "LabelSet", "LabelSetError", "Pattern", "align_crop",
-    "compound_label", "emfacs_evidence", "fuse", "get_cnn", "load_label_set",
+    "compound_label", "emfacs_evidence", "fuse", "get_cnn", "label_set_names", "load_label_set",
     "valence_arousal", "DEFAULT",
 ]
 
@@ -258,6 +258,11 @@ def _default_label_set() -> LabelSet:
     )
 
 
+def label_set_names() -> list[str]:
+    """The names `load_label_set` accepts: "emotions" (the default) and prompts/labelsets/*."""
+    return ["emotions", *sorted(x.stem for x in LABELSET_DIR.glob("*.yaml"))]
+
+
 def load_label_set(path_or_name: str | Path | None = None) -> LabelSet:
     """A label set from a YAML path or a name under prompts/labelsets/ ("academic").
 
@@ -270,9 +275,8 @@ def load_label_set(path_or_name: str | Path | None = None) -> LabelSet:
     if not p.suffix and not p.exists():
         p = LABELSET_DIR / f"{path_or_name}.yaml"
         if not p.exists():
-            known = sorted(x.stem for x in LABELSET_DIR.glob("*.yaml"))
             raise LabelSetError(
-                f"No label set named '{path_or_name}'. Known: emotions, {', '.join(known)}; "
+                f"No label set named '{path_or_name}'. Known: {', '.join(label_set_names())}; "
                 "or pass a path to a YAML file.")
     data = _read_yaml(p)
     entries = data.get("labels")
