@@ -111,7 +111,7 @@ def test_posed_photos(media, name):
 @_both("chat_moment")
 def test_chat_answers_with_the_moment(single, media, system):
     r = single[0] if system == "model" else explain(media("single_face.mp4"), fps=8, backend="engine")
-    s = ChatSession.start(r)
+    s = ChatSession.start(r, backend=SYSTEMS[system])
     t = r.analysis.tracks[0]
     a = chat(s, "What happens at second 2?")
     assert not a.fallback_used and a.answered_by == system, a.fallback_reason
@@ -174,8 +174,8 @@ def test_peft_adapter_loads_on_the_default_model(tmp_path, monkeypatch):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from agent.backends import TransformersBackend
     from agent.models import ModelError, resolve_adapter
+    from agent.transformers_backend import TransformersBackend
     from tools import assets
 
     base = AutoModelForCausalLM.from_pretrained(assets.model_dir())

@@ -39,9 +39,9 @@ def test_the_default_follows_the_ship_rule_on_the_shipped_evaluation(monkeypatch
 def test_shipped_adapter_decides_what_the_base_model_does_not(monkeypatch, analyses):
     """Greedy records for the same real evidence prompt, with and without the adapter."""
     from agent import evidence as ev
-    from agent.backends import TransformersBackend
     from agent.decision import decision_schema, parse_decision
     from agent.graph import decide_messages
+    from agent.transformers_backend import TransformersBackend
 
     monkeypatch.delenv(ENV_ADAPTER, raising=False)
     a = analyses("single_face.mp4", fps=8)
