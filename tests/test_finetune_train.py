@@ -226,6 +226,9 @@ def test_config_errors_name_the_problem(tmp_path):
         C.trl_args(SFTConfig, {"max_stepz": 2}, output_dir=str(tmp_path))
     cfg = C.load("sft_smoke", ["sft.max_steps=5", "lora.r=2"])
     assert cfg["sft"]["max_steps"] == 5 and cfg["lora"]["r"] == 2
+    # "1e-4" is a number (YAML alone reads it as a string, which the optimizer refused)
+    cfg = C.load("sft_smoke", ["sft.learning_rate=1e-4", "output_dir=1e-4x", "skip=[base]"])
+    assert cfg["sft"]["learning_rate"] == 1e-4 and cfg["output_dir"] == "1e-4x" and cfg["skip"] == ["base"]
     with pytest.raises(C.TrainingConfigError, match="key=value"):
         C.load("sft_smoke", ["sft.max_steps"])
     with pytest.raises(builder.TrainingDataError, match="no dataset"):
