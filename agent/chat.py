@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 import prompts
+from agent import models
 from agent.backends import Backend, TokenFn, make_backend
 from agent.decision import Decision
 from agent.graph import (
@@ -83,13 +84,17 @@ class ChatSession:
         model call), so starting a chat is cheap. The backend loads on first use.
         """
         source_path = None
+        if backend == "auto" and model is None and adapter is None:
+            # "auto" follows the reasoner that explained the result, as far as the chat's own
+            # ship rule allows: the fine-tuned model answers follow-ups only where its
+            # evaluation shows it at or above the rules on them (models.chat_ships_as_default).
+            explained = source.backend if isinstance(source, ExplainResult) else None
+            if explained == "engine" or not models.chat_ships_as_default():
+                backend = "engine"
+            elif explained == "transformers":
+                backend = "transformers"
         if isinstance(source, ExplainResult):
             result = source
-            # "auto" follows the reasoner that explained it: a result the fine-tuned model wrote
-            # is discussed with that model, not with whatever the default is.
-            if backend == "auto" and model is None and adapter is None and result.backend in (
-                    "transformers", "engine"):
-                backend = result.backend
         elif isinstance(source, Analysis):
             result = result_from_analysis(source, seed)
         else:

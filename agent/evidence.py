@@ -184,7 +184,7 @@ def _f(x: float) -> str:
 
 # ------------------------------------------------------------------ ids
 SHOWN_EVENTS = 12  # events listed in the prompt (strongest first); the rest via list_events
-SHOWN_SEGMENTS = 10
+SHOWN_SEGMENTS = 8  # segments listed in the prompt (longest first); the rest via inspect_face
 
 
 @dataclass(frozen=True)
@@ -216,6 +216,17 @@ class FaceFacts:
         strongest = sorted(self.events, key=lambda i: (-self.events[i].peak, self.events[i].start))
         keep = set(strongest[:SHOWN_EVENTS])
         return [i for i in self.events if i in keep]
+
+    def shown_segments(self) -> list[str]:
+        """Ids of the segments the prompt lists: the longest SHOWN_SEGMENTS, in time order.
+
+        On WolfgangLanger_Pexels.mp4 a covered stretch splits into a dozen short disgust
+        and fear flickers; listed by time, they filled the list and the 10 s of laughter
+        after them was not in the prompt at all."""
+        longest = sorted(self.segments, key=lambda i: (-(self.segments[i].end - self.segments[i].start),
+                                                       self.segments[i].start))
+        keep = set(longest[:SHOWN_SEGMENTS])
+        return [i for i in self.segments if i in keep]
 
     def events_in(self, start: float, end: float, tol: float = TIME_TOLERANCE_S) -> list[str]:
         """Ids of events overlapping [start, end] (+- tol), strongest first."""
@@ -279,14 +290,16 @@ def render_track(analysis: Analysis, track: Track, reading: str | None = None) -
                           valence=f"{val:+.2f}", arousal=f"{aro:+.2f}")]
     if f.segments:
         lines.append(p["segments"])
-        for sid, s in list(f.segments.items())[:SHOWN_SEGMENTS]:
+        shown_segs = f.shown_segments()
+        for sid in shown_segs:
+            s = f.segments[sid]
             top = top_aus(analysis, track, window(track, s.start, s.end))
             lines.append(prompts.fill(p["segment_line"], id=sid, label=s.label, start=_f(s.start),
                                       end=_f(s.end), prob=f"{s.mean_prob:.2f}",
                                       micro=p["segment_micro"] if s.micro else "",
                                       aus=", ".join(f"{a} {v:.1f}" for a, v in top) or "-"))
-        if len(f.segments) > SHOWN_SEGMENTS:
-            lines.append(prompts.fill(p["more_segments"], n=len(f.segments) - SHOWN_SEGMENTS))
+        if len(f.segments) > len(shown_segs):
+            lines.append(prompts.fill(p["more_segments"], n=len(f.segments) - len(shown_segs)))
     shown = f.shown_events()
     if shown:
         lines.append(p["events"])

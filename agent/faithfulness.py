@@ -36,8 +36,10 @@ from tools.facs import AU_NAMES
 INTENSITY_SLACK = 1.0  # FACS intensity points a claim may exceed the measured peak by
 _AU = re.compile(r"\bAU\s?0?(\d{1,2})\b", re.I)
 _TIME = re.compile(r"\bat\s+(?:about\s+|around\s+)?(\d+(?:\.\d+)?)\s*(?:s\b|sec)", re.I)
+# The value may not be part of a word: in "AU43 (eyes closed) and AU04" the 4 of AU04 is
+# no intensity of AU43.
 _AU_VALUE = re.compile(r"\bAU\s?0?(\d{1,2})\b[^.;]{0,24}?(?:intensity|peak|of|at|=|:)?\s*"
-                       r"(\d(?:\.\d+)?)(?!\s*(?:s\b|sec|-|–))", re.I)
+                       r"(?<![\w.])(\d(?:\.\d+)?)(?!\s*(?:s\b|sec|-|–))", re.I)
 
 
 @functools.cache

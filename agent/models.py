@@ -63,13 +63,28 @@ def resolve_model(model: str | os.PathLike | None) -> str:
     return str(model)
 
 
+def _verdict() -> dict:
+    """The shipped adapter's ship.json (written by `facereason train ship`), {} without one."""
+    try:
+        return json.loads((DEFAULT_ADAPTER / "ship.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def ships_as_default() -> bool:
     """Whether the project's adapter is shipped and passed the ship rule (its ship.json,
     written by `facereason train ship`); an opt-in adapter is used only when asked for."""
-    try:
-        return bool(json.loads((DEFAULT_ADAPTER / "ship.json").read_text()).get("default"))
-    except (OSError, ValueError):
-        return False
+    return bool(_verdict().get("default"))
+
+
+def chat_ships_as_default() -> bool:
+    """Whether the shipped adapter also answers follow-up questions by default: it passed the
+    chat's own rule (finetune.followups.chat_check: at or above the rules on the held-out
+    and the real follow-ups), or $FACEREASON_ADAPTER names an adapter."""
+    if os.environ.get(ENV_ADAPTER, "").lower() not in ("", "none"):
+        return True
+    v = _verdict()
+    return bool(v.get("default") and v.get("chat"))
 
 
 def resolve_adapter(model: str | os.PathLike | None, adapter: str | os.PathLike | None) -> str | None:

@@ -70,11 +70,21 @@ def _f(x: float) -> str:
     return f"{x:.1f}"
 
 
-def told(label: str, d: Decision) -> str:
-    """How a segment measured as `label` is told: a reading the decision ruled out (`alt`)
-    is told as the decided label ("the stretch the emotion model read as surprise is
-    fear"), every other segment as measured."""
-    return d.label if d.alt is not None and label == d.alt else label
+def told(label: str, d: Decision, f: FaceFacts) -> str:
+    """How a segment measured as `label` is told.
+
+    A reading the decision ruled out (`alt`) is told as the decided label ("the stretch
+    the emotion model read as surprise is fear"), but only where the arc tells no segment
+    measured as that label: there the measurement missed the expression and the alt
+    stretch is where it shows. Where the arc has the label's own stretch, the ruled-out
+    reading is the face's overall label, not a misread stretch: she cried and then
+    laughed, happiness over sadness, and the crying is still told as crying.
+    """
+    if d.alt is None or label != d.alt:
+        return label
+    if any(f.segments[i].label == d.label for i in d.arc if i in f.segments):
+        return label
+    return d.label
 
 
 def _sentence(text: str) -> str:
@@ -141,8 +151,8 @@ def interpretation(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) 
         parts.append(ph.pick("interp_duchenne" if cheeks else "interp_smile_no_duchenne"))
     if len(d.arc) > 1:
         seq = " -> ".join(
-            f"{told(f.segments[i].label, d)} ({_f(f.segments[i].start)}-{_f(f.segments[i].end)} s"
-            + (f", measured as {f.segments[i].label})" if told(f.segments[i].label, d) != f.segments[i].label
+            f"{told(f.segments[i].label, d, f)} ({_f(f.segments[i].start)}-{_f(f.segments[i].end)} s"
+            + (f", measured as {f.segments[i].label})" if told(f.segments[i].label, d, f) != f.segments[i].label
                else ")") for i in d.arc)
         parts.append(ph.pick("interp_sequence", sequence=seq))
     if d.alt:
@@ -221,7 +231,7 @@ def caption(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) -> list
     first, last = arc[0], arc[-1]
     acts, ids = _actions(f, first.start, first.start + 0.5 * (first.end - first.start), d.cite,
                          narrated, ph)
-    begin = ph.pick("caption_begin", subject=ph.subject, state=ph.state(told(first.label, d)))
+    begin = ph.pick("caption_begin", subject=ph.subject, state=ph.state(told(first.label, d, f)))
     add(begin + (ph.pick("caption_actions", actions=acts) if acts else "."), first.start, first.end,
         [d.arc[0], *ids])
     if len(arc) == 1:
@@ -229,23 +239,23 @@ def caption(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) -> list
         acts, ids = _actions(f, s0, s1, d.cite, narrated, ph)
         add(ph.pick("caption_middle_steady_actions", actions=acts) if acts
             else ph.pick("caption_middle_steady"), s0, s1, ids)
-        add(ph.pick("caption_end_same", subject=ph.subject, state=ph.state(told(last.label, d))) + ".",
+        add(ph.pick("caption_end_same", subject=ph.subject, state=ph.state(told(last.label, d, f))) + ".",
             s1, t.end, [d.arc[0]])
     else:
         for k, (sid, seg) in enumerate(zip(d.arc[1:-1], arc[1:-1], strict=True)):
             acts, ids = _actions(f, seg.start - 0.5, seg.end, d.cite, narrated, ph, peak_by_end=True)
             key = "caption_middle" if k == 0 else "caption_then"
-            text = ph.pick(key, subject=ph.subject, state=ph.state(told(seg.label, d)))
+            text = ph.pick(key, subject=ph.subject, state=ph.state(told(seg.label, d, f)))
             add(text + (ph.pick("caption_actions", actions=acts) if acts else "."), seg.start,
                 seg.end, [sid, *ids])
         acts, ids = _actions(f, last.start - 0.5, last.end, d.cite, narrated, ph)
-        same = len(arc) >= 2 and told(arc[-2].label, d) == told(last.label, d)
+        same = len(arc) >= 2 and told(arc[-2].label, d, f) == told(last.label, d, f)
         key = "caption_end_same" if same else ("caption_end" if len(arc) > 2 else "caption_middle")
-        text = ph.pick(key, subject=ph.subject, state=ph.state(told(last.label, d)))
+        text = ph.pick(key, subject=ph.subject, state=ph.state(told(last.label, d, f)))
         add(text + (ph.pick("caption_actions", actions=acts) if acts else "."), last.start,
             last.end, [d.arc[-1], *ids])
         if len(arc) == 2 and not same:
-            add(ph.pick("caption_end_same", subject=ph.subject, state=ph.state(told(last.label, d))) + ".",
+            add(ph.pick("caption_end_same", subject=ph.subject, state=ph.state(told(last.label, d, f))) + ".",
                 max(last.start, last.end - (last.end - last.start) / 3), last.end, [d.arc[-1]])
     occ = ev.occluded_spans(t)
     if occ:

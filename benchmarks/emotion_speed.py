@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 
 from tools import assets
-from tools.emotion import align_crop, fuse, get_cnn
+from tools.emotion import fuse
+from tools.emotion_cnn import align_crop, get_cnn
 from tools.facs import AU_CODES
 from tools.landmarks import LandmarkDetector
 

@@ -66,8 +66,21 @@ def load(name: str | Path | dict, overrides: list[str] | dict | None = None) -> 
     for key, value in items:
         if value is None:
             raise TrainingConfigError(f"override {key!r} must look like key=value")
-        _set(cfg, key, yaml.safe_load(value) if isinstance(value, str) else value)
+        _set(cfg, key, _value(value) if isinstance(value, str) else value)
     return cfg
+
+
+def _value(text: str) -> Any:
+    """An override's value parsed as YAML, except that "1e-4" is the number people mean
+    (YAML 1.1 reads a float only with a dot, "1.0e-4", and a learning rate of "1e-4"
+    reached the optimizer as a string)."""
+    v = yaml.safe_load(text)
+    if isinstance(v, str):
+        try:
+            return float(v) if v.strip().lower() not in ("nan", "inf", "-inf", "infinity") else v
+        except ValueError:
+            return v
+    return v
 
 
 def trl_args(cls, section: dict, **fixed: Any):

@@ -11,7 +11,8 @@ loses the row.
 
 Sets: the held-out synthetic split (identities never seen in training), its
 hard confusers alone, the real test media with our own labels
-(finetune/data/real_labels.yaml), and the held-out follow-up questions.
+(finetune/data/real_labels.yaml), the held-out follow-up questions, and
+follow-up questions on the real clips (finetune/followups.py).
 
 Explanation metrics: label accuracy and macro-F1 (evals.classification),
 AU F1 of the cited AUs against the true AUs, faithful (the share of faces
@@ -33,7 +34,7 @@ import numpy as np
 import yaml
 
 from finetune import config as C
-from finetune import rewards
+from finetune import followups, rewards
 
 REAL_LABELS = Path(__file__).resolve().parent / "data" / "real_labels.yaml"
 METRICS = ("label_accuracy", "macro_f1", "au_f1", "faithfulness", "format_validity", "caption_order")
@@ -102,8 +103,8 @@ def _tasks(rows: list[dict]) -> list:
 
 def model_outcomes(rows: list[dict], model_path: str, adapter: str | None, batch_size: int = 8) -> list:
     """Each row's finished agent Task, through the shipped loop and backend, in batches."""
-    from agent.backends import TransformersBackend
     from agent.graph import run_tasks
+    from agent.transformers_backend import TransformersBackend
 
     backend = TransformersBackend.load(model_path, adapter or "none")
     tasks = _tasks(rows)
@@ -258,21 +259,30 @@ def evaluate(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None 
     seen = {id(r) for r in syn}
     all_rows = syn + [r for r in confusers if id(r) not in seen] + sets.get("real media", [])
     index = {id(r): k for k, r in enumerate(all_rows)}
+    real_q = followups.questions(sets.get("real media", []))
     table: dict = {"sets": {**{k: len(v) for k, v in sets.items()}, ANSWER_SET: len(answer_rows)},
-                   "systems": {}, "answers": {}, "timing_s": {}}
+                   "systems": {}, "answers": {}, "real_answers": {}, "timing_s": {}}
     dump: dict[str, list] = {}
     for name, adapter in systems.items():
         t0 = time.time()
         if name == "engine":
             exps = engine_explanations(all_rows)
             answers = rule_answer_outcomes(answer_rows)
+            real_outs = followups.rule_outcomes(real_q)
         else:
+            from agent.transformers_backend import TransformersBackend
+
             exps = _explanations(model_outcomes(all_rows, model_path, adapter, batch))
             answers = answer_outcomes(model_outcomes(answer_rows, model_path, adapter, batch))
+            real_outs = followups.model_outcomes(
+                real_q, TransformersBackend.load(model_path, adapter or "none"), batch)
         table["timing_s"][name] = round(time.time() - t0, 1)
         table["systems"][name] = {set_name: score(rows, [exps[index[id(r)]] for r in rows])
                                   for set_name, rows in sets.items()}
         table["answers"][name] = score_answers(answer_rows, answers)
+        if real_q:
+            table["real_answers"][name] = followups.score(real_q, real_outs)
+        dump[f"{name}_real"] = real_outs
         dump[name] = [e.decision if e is not None else None for e in exps]
         dump[f"{name}_answers"] = [a[1] for a in answers]
     (out / "eval.json").write_text(json.dumps(table, indent=1))
@@ -284,6 +294,10 @@ def evaluate(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None 
             fh.write(json.dumps({"id": r["id"], "question": r["messages"][1]["content"].rsplit(": ", 1)[-1],
                                  "target": _target_answer(r)[1],
                                  **{s: dump[f"{s}_answers"][k] for s in systems}}) + "\n")
+        for k, q in enumerate(real_q):
+            fh.write(json.dumps({"id": q["id"], "question": q["q"], "expected": {"time": q["time"],
+                                 "label": q.get("label")},
+                                 **{s: dump[f"{s}_real"][k] for s in systems}}) + "\n")
     (out / "table.md").write_text(markdown_table(table))
     return table
 
@@ -312,6 +326,7 @@ def markdown_table(table: dict) -> str:
             cells = ["–" if m.get(k) is None else f"{m[k]:.2f}" for k in ANSWER_METRICS]
             parts.append(f"| {SYSTEM_NAMES.get(sysname, sysname)} | " + " | ".join(cells) + " |")
         parts.append("")
+    parts += followups.markdown(table, SYSTEM_NAMES)
     return "\n".join(parts)
 
 

@@ -101,6 +101,7 @@ def results_block(run: Path, images: list[Path], docs: Path) -> str:
         lines.append("Time per system, all sets (s): " + ", ".join(
             f"{k} {v}" for k, v in table.get("timing_s", {}).items()))
         from finetune.evaluate import ship_check
+        from finetune.followups import chat_check
 
         for system in ("grpo", "sft"):
             if system in table["systems"]:
@@ -108,6 +109,10 @@ def results_block(run: Path, images: list[Path], docs: Path) -> str:
                 verdict = "passes" if ok else "fails (" + "; ".join(why) + ")"
                 lines.append(f"\nShip rule for {system.upper()}: at or above the engine on label "
                              f"accuracy and caption order on every set, faithful 1.00: {verdict}.")
+                ok, why = chat_check(table, system)
+                verdict = "passes" if ok else "fails (" + "; ".join(why) + ")"
+                lines.append(f"\nChat rule for {system.upper()}: at or above the rules on both "
+                             f"follow-up sets: {verdict}.")
     lines += ["", END]
     return "\n".join(lines)
 
@@ -150,6 +155,11 @@ def ship(adapter: str | Path, dest: str | Path, run: str | Path | None = None,
     if not (src / "adapter_config.json").is_file():
         raise TrainingConfigError(f"{src} is not a PEFT adapter folder (no adapter_config.json)")
     ok, why = True, ["shipped with --force: the ship rule was not checked"] if force else []
+    chat_ok, chat_why = False, ["not evaluated"]
+    if run and (Path(run) / "eval" / "eval.json").is_file():
+        from finetune.followups import chat_check
+
+        chat_ok, chat_why = chat_check(json.loads((Path(run) / "eval" / "eval.json").read_text()), system)
     if not force:
         from finetune.evaluate import ship_check
 
@@ -163,7 +173,8 @@ def ship(adapter: str | Path, dest: str | Path, run: str | Path | None = None,
                                       "not shipped (pass --opt-in to ship it as a model users "
                                       "choose, or --force to make it the default anyway)")
     dest.mkdir(parents=True, exist_ok=True)
-    (dest / "ship.json").write_text(json.dumps({"system": system, "default": ok, "reasons": why},
+    (dest / "ship.json").write_text(json.dumps({"system": system, "default": ok, "reasons": why,
+                                                "chat": ok and chat_ok, "chat_reasons": chat_why},
                                                indent=2) + "\n")
     if run and (Path(run) / "eval" / "eval.json").is_file():  # the table the verdict rests on
         shutil.copy(Path(run) / "eval" / "eval.json", dest / "eval.json")

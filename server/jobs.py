@@ -28,7 +28,7 @@ def safe_name(filename: str | None) -> str:
 
 
 def label_sets() -> list[str]:
-    from tools.emotion import label_set_names  # the one list of what load_label_set accepts
+    from tools.labelsets import label_set_names  # the one list of what load_label_set accepts
 
     return label_set_names()
 

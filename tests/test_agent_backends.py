@@ -9,9 +9,10 @@ import pytest
 from agent_synthetic import make_analysis
 
 from agent import evidence as ev
-from agent.backends import Request, TransformersBackend
+from agent.backends import Request
 from agent.decision import answer_schema, decision_schema, parse_answer, parse_decision, turn_schema
 from agent.graph import answer_messages, decide_messages
+from agent.transformers_backend import TransformersBackend
 
 pytestmark = pytest.mark.slow
 

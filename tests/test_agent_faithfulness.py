@@ -68,6 +68,8 @@ def test_claims_in_a_models_own_words_are_caught(text, needle):
     "Surprise was considered and ruled out.",
     "The person is no longer calm at the end but still happy.",
     "AU12 (lip corner puller) shows positive affect.",
+    # the renderer's listing of cues: the 4 of AU45 is no intensity of AU06 (peak 2.1)
+    "AU06 (cheek raiser), AU45 (blink) and AU12 point to happiness.",
 ])
 def test_true_and_negated_statements_pass(text):
     assert check_words(text, A, T0) == []

@@ -223,3 +223,23 @@ def test_the_rules_backend_decides_and_answers_without_a_model(monkeypatch, tmp_
     assert models.resolve_adapter(None, None) == str(shipped)  # --backend transformers uses it
     (shipped / "ship.json").write_text('{"default": true, "reasons": []}')
     assert resolve_backend("auto") == "transformers" and resolve_backend("auto", adapter="none") == "engine"
+
+
+def test_the_chat_follows_the_model_only_where_its_own_ship_rule_lets_it(monkeypatch, tmp_path):
+    """An explanation the shipped model wrote is discussed with that model only when the
+    adapter's ship.json also says it passed the chat rule; otherwise the rules answer."""
+    from agent import models
+
+    monkeypatch.delenv(models.ENV_ADAPTER, raising=False)
+    monkeypatch.setattr(models, "DEFAULT_ADAPTER", tmp_path)
+    r = explain(A, backend="engine")
+    by_model = r.model_copy(update={"backend": "transformers"})
+    for verdict, expected in [({"default": True, "chat": True}, "transformers"),
+                              ({"default": True, "chat": False}, "engine"),
+                              ({"default": True}, "engine"),  # shipped before the chat had a rule
+                              ({"default": False, "chat": True}, "engine")]:
+        (tmp_path / "ship.json").write_text(json.dumps(verdict))
+        assert ChatSession.start(by_model).backend_spec["backend"] == expected, verdict
+        assert ChatSession.start(r).backend_spec["backend"] == "engine"
+    # Asked for by name, the model answers.
+    assert ChatSession.start(by_model, backend="transformers").backend_spec["backend"] == "transformers"

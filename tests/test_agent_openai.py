@@ -12,8 +12,9 @@ from openai_server import OpenAITestServer
 
 from agent import ChatSession, chat, explain
 from agent import evidence as ev
-from agent.backends import BackendError, OpenAIBackend
+from agent.backends import BackendError
 from agent.decision import Decision
+from agent.openai_backend import OpenAIBackend
 
 A = make_analysis(faces=1)
 F0 = ev.facts(A, A.track(0))

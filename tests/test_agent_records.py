@@ -222,3 +222,25 @@ def test_a_ruled_out_reading_is_told_as_the_decided_label():
     from agent.faithfulness import check
 
     assert check(e, A) == []
+
+
+def test_the_label_over_a_ruled_out_reading_keeps_the_stretch_that_reading_measured():
+    """She cries, then laughs: happiness is the reading and sadness the one set aside, but the
+    arc tells the laughter's own stretch, so the crying stays crying in the caption (it was
+    told as happiness, and the caption lost the crying)."""
+    from agent_synthetic import make_track
+
+    from finetune import rewards
+    from tools.analysis import Analysis, Sampling, SourceInfo
+
+    t = make_track(0, 0.0, 8.0,
+                   events=[("AU01", 0.3, 1.0, 2.5, 3.0), ("AU15", 0.3, 1.0, 2.5, 2.5),
+                           ("AU12", 5.0, 6.5, 8.0, 4.0), ("AU06", 5.1, 6.6, 8.0, 4.0)],
+                   segments=[("sadness", 0.0, 3.0, 0.7), ("happiness", 5.0, 8.0, 0.85)])
+    a = Analysis(source=SourceInfo(name="cry_laugh.mp4", kind="video", width=640, height=360,
+                                   duration_s=8.0), sampling=Sampling(), tracks=[t])
+    d = Decision(label="happiness", conf=0.6, cite=[], arc=["sadness1", "happiness1"],
+                 alt="sadness", why=[], note="")
+    e = render.explanation(a, t, d)
+    assert rewards.caption_emotions(e.caption) == ["sadness", "happiness"], e.caption
+    assert "measured as" not in e.interpretation

@@ -74,9 +74,9 @@ def tiny_vlm(tmp_path_factory):
 def test_vlm_receives_key_frames_and_decodes_a_valid_record(tiny_vlm, analyses, media):
     from agent import evidence as ev
     from agent import explain
-    from agent.backends import TransformersBackend
     from agent.decision import decision_schema, parse_decision
     from agent.graph import KEY_FRAMES
+    from agent.transformers_backend import TransformersBackend
 
     be = TransformersBackend.load(tiny_vlm)
     assert be.is_vlm

@@ -99,7 +99,7 @@ def test_analyze_json_and_csv_agree_with_the_library(api, media, analyses):
 
 
 def test_a_named_label_set_replaces_the_emotion_columns(api, media):
-    from tools.emotion import load_label_set
+    from tools.labelsets import load_label_set
 
     c, _, _ = api
     r = c.post("/v1/analyze", files=_upload(media("single_face.jpg")), data={"label_set": "academic"})

@@ -226,6 +226,9 @@ def test_config_errors_name_the_problem(tmp_path):
         C.trl_args(SFTConfig, {"max_stepz": 2}, output_dir=str(tmp_path))
     cfg = C.load("sft_smoke", ["sft.max_steps=5", "lora.r=2"])
     assert cfg["sft"]["max_steps"] == 5 and cfg["lora"]["r"] == 2
+    # "1e-4" is a number (YAML alone reads it as a string, which the optimizer refused)
+    cfg = C.load("sft_smoke", ["sft.learning_rate=1e-4", "output_dir=1e-4x", "skip=[base]"])
+    assert cfg["sft"]["learning_rate"] == 1e-4 and cfg["output_dir"] == "1e-4x" and cfg["skip"] == ["base"]
     with pytest.raises(C.TrainingConfigError, match="key=value"):
         C.load("sft_smoke", ["sft.max_steps"])
     with pytest.raises(builder.TrainingDataError, match="no dataset"):
@@ -330,5 +333,33 @@ def test_ship_refuses_an_adapter_worse_than_the_engine(tmp_path):
     report.ship(adapter, dest, run, opt_in=True)
     verdict = json.loads((dest / "ship.json").read_text())
     assert verdict["default"] is False and "label_accuracy 0.50" in verdict["reasons"][0]
+    assert verdict["chat"] is False and "not evaluated" in verdict["chat_reasons"][0]  # no follow-ups run
     assert (report.ship(adapter, dest, run, force=True) / "adapter_model.safetensors").is_file()
     assert json.loads((dest / "ship.json").read_text())["default"] is True
+
+
+def test_real_follow_ups_score_the_answer_time_and_label_and_gate_the_chat():
+    """finetune/followups.py: the rules' answers on a face whose smile starts at 1.9 s, scored
+    against windows; the chat rule compares a model with the rules on both follow-up sets."""
+    from agent_synthetic import make_analysis
+
+    from finetune import followups
+
+    a = make_analysis(faces=1)
+    row = {"id": "clip.mp4", "analysis": a.to_json(), "track_id": 0}
+    items = [{"id": "clip.mp4", "row": row, "q": "What happens at second 3?", "time": [2.5, 3.5],
+              "label": "happiness"},
+             {"id": "clip.mp4", "row": row, "q": "When does the person start smiling?",
+              "time": [1.5, 2.4], "label": "happiness"},
+             {"id": "clip.mp4", "row": row, "q": "What happens at second 0.5?", "time": [3.0, 4.0]}]
+    outs = followups.rule_outcomes(items)
+    assert all(o["fallback"] for o in outs) and outs[0]["times"][0] == 3.0
+    s = followups.score(items, outs)
+    assert s["n"] == 3 and s["time"] == pytest.approx(2 / 3) and s["correct"] == pytest.approx(2 / 3)
+    table = {"answers": {"engine": {"correct": 0.2}, "sft": {"correct": 0.9}},
+             "real_answers": {"engine": {"correct": 0.8}, "sft": {"correct": 0.6}}}
+    ok, why = followups.chat_check(table, "sft")
+    assert not ok and why == ["real follow-ups: correct 0.60 < rules 0.80"]
+    table["real_answers"]["sft"]["correct"] = 0.8
+    assert followups.chat_check(table, "sft") == (True, [])
+    assert not followups.chat_check(table, "grpo")[0]

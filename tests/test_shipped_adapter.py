@@ -34,14 +34,21 @@ def test_the_default_follows_the_ship_rule_on_the_shipped_evaluation(monkeypatch
     ok, why = ship_check(json.loads((DEFAULT_ADAPTER / "eval.json").read_text()), verdict["system"])
     assert verdict["default"] == ok and verdict["reasons"] == why
     assert resolve_backend("auto") == ("transformers" if ok else "engine")
+    # The chat has its own rule, on the same table (finetune.followups.chat_check).
+    from agent.models import chat_ships_as_default
+    from finetune.followups import chat_check
+
+    chat_ok, chat_why = chat_check(json.loads((DEFAULT_ADAPTER / "eval.json").read_text()), verdict["system"])
+    assert verdict["chat"] == (ok and chat_ok) and verdict["chat_reasons"] == chat_why
+    assert chat_ships_as_default() == verdict["chat"]
 
 
 def test_shipped_adapter_decides_what_the_base_model_does_not(monkeypatch, analyses):
     """Greedy records for the same real evidence prompt, with and without the adapter."""
     from agent import evidence as ev
-    from agent.backends import TransformersBackend
     from agent.decision import decision_schema, parse_decision
     from agent.graph import decide_messages
+    from agent.transformers_backend import TransformersBackend
 
     monkeypatch.delenv(ENV_ADAPTER, raising=False)
     a = analyses("single_face.mp4", fps=8)

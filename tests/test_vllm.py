@@ -119,9 +119,9 @@ def test_served_models_are_listed(vllm_server):
 def test_vllm_enforces_the_record_schema(vllm_server, analyses):
     """The per-face schema is sent as a json_schema response format and vLLM accepts it."""
     from agent import evidence as ev
-    from agent.backends import OpenAIBackend
     from agent.decision import decision_schema, parse_decision
     from agent.graph import decide_messages
+    from agent.openai_backend import OpenAIBackend
 
     a = analyses("single_face.mp4", fps=8)
     t = a.tracks[0]

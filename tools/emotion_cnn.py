@@ -10,6 +10,8 @@ so perception does not import torch: about a second of every command's start-up
 (docs/performance.md). The outputs match the port and a NumPy reference of the Keras
 graph to float32 rounding (tests/test_emotion.py).
 
+`align_crop` makes that input from a frame and the face's landmarks.
+
 Input: grey 64x64 faces scaled to [-1, 1] (x / 127.5 - 1), as fer's
 `_preprocess_input(v2=True)` does for this model. Output: 7 softmax probabilities
 in FER2013 order (tools.facs.FER2013_CLASSES).
@@ -18,6 +20,7 @@ in FER2013 order (tools.facs.FER2013_CLASSES).
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 from pathlib import Path
 
@@ -65,7 +68,7 @@ class EmotionCNN:
         if crops.ndim != 3 or crops.shape[1:] != self.input_size:
             raise FaceReasonError(
                 f"EmotionCNN.predict expects grey crops shaped (n, {self.input_size[0]}, "
-                f"{self.input_size[1]}); got {crops.shape}. Use tools.emotion.align_crop."
+                f"{self.input_size[1]}); got {crops.shape}. Use align_crop."
             )
         if len(crops) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
@@ -89,3 +92,58 @@ def get_cnn() -> EmotionCNN:
         if _CNN is None:
             _CNN = EmotionCNN()
         return _CNN
+
+
+# ---------------------------------------------------------------------------------------
+# The crop the network reads
+
+# MediaPipe FaceMesh eye corners: (33, 133) one eye, (362, 263) the other.
+_EYE_A = (33, 133)
+_EYE_B = (362, 263)
+# Crop geometry: eye midpoint at (0.5, EYE_Y) of the crop, 3-D inter-ocular
+# distance = IOD_FRAC of its width. This frames brows to chin like the
+# detector-box crops FER2013 was built from; the 3-D distance keeps the scale
+# right when the head is turned (a 45-degree yaw shrinks the 2-D distance ~30 %).
+_EYE_Y = 0.38
+_IOD_FRAC = 0.40
+
+
+def align_crop(rgb: np.ndarray, landmarks_px: np.ndarray, size: int = 64) -> np.ndarray:
+    """(H, W, 3) uint8 RGB frame + (478, 2|3) pixel landmarks -> (size, size) uint8 grey crop.
+
+    A similarity transform from the two eye centres: eyes level, face centred, scale
+    from the inter-ocular distance. Only the output pixels are computed (warp first,
+    then convert to grey), so the cost does not depend on the frame size.
+    """
+    rgb = np.asarray(rgb)
+    lm = np.asarray(landmarks_px, dtype=np.float64)
+    if rgb.ndim == 2:
+        rgb = np.repeat(rgb[..., None], 3, axis=2)
+    if rgb.ndim != 3 or rgb.shape[2] not in (3, 4) or rgb.dtype != np.uint8:
+        raise FaceReasonError(
+            f"align_crop needs an (H, W, 3) uint8 RGB image; got {rgb.shape} {rgb.dtype}.")
+    if lm.ndim != 2 or lm.shape[0] < 468 or lm.shape[1] < 2:
+        raise FaceReasonError(
+            f"align_crop needs MediaPipe face landmarks shaped (478, 3) in pixels; got {lm.shape}.")
+    eye_a = lm[list(_EYE_A)].mean(axis=0)
+    eye_b = lm[list(_EYE_B)].mean(axis=0)
+    d2 = eye_b[:2] - eye_a[:2]
+    iod = float(np.linalg.norm(eye_b - eye_a))
+    if not np.isfinite(iod) or iod < 1.0:
+        raise FaceReasonError("align_crop: the eye landmarks coincide or are not finite.")
+    angle = math.atan2(d2[1], d2[0])
+    scale = _IOD_FRAC * size / iod
+    # Downscaling a large face with bilinear sampling aliases; warp to a k-times
+    # larger canvas and area-average down instead (still only ~k^2 * size^2 pixels).
+    k = int(min(4, max(1, math.floor(1.0 / scale))))
+    s = scale * k
+    c, sn = math.cos(angle) * s, math.sin(angle) * s
+    m = np.array([[c, sn, 0.0], [-sn, c, 0.0]])
+    mid = (eye_a[:2] + eye_b[:2]) / 2
+    m[:, 2] = np.array([0.5 * size * k, _EYE_Y * size * k]) - m[:, :2] @ mid
+    img = rgb[..., :3]
+    out = cv2.warpAffine(img, m, (size * k, size * k), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)
+    if k > 1:
+        out = cv2.resize(out, (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)

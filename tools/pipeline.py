@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tools import aus, context, emotion, occlusion, timeline
+from tools import aus, context, emotion, emotion_cnn, labelsets, occlusion, timeline
 from tools.analysis import NO_FACE, Analysis, ContextResult, Sampling, Track
 from tools.facs import AU_CODES
 from tools.landmarks import FaceObservation, LandmarkDetector
@@ -44,7 +44,7 @@ def _frame_features(rgb: np.ndarray, face: FaceObservation) -> None:
     arrays (a 64x64 crop, a few colour statistics) outlive the frame.
     """
     face.features["occlusion"] = occlusion.frame_features(rgb, face.landmarks)
-    face.features["crop"] = emotion.align_crop(rgb, face.landmarks)
+    face.features["crop"] = emotion_cnn.align_crop(rgb, face.landmarks)
 
 
 class _FaceWorker:
@@ -97,7 +97,7 @@ class _FaceWorker:
     def _flush(self) -> None:
         if not self._pending:
             return
-        probs = emotion.get_cnn().predict(np.stack([f.features["crop"] for f in self._pending]))
+        probs = emotion_cnn.get_cnn().predict(np.stack([f.features["crop"] for f in self._pending]))
         for face, p in zip(self._pending, probs, strict=True):
             face.features["cnn"] = p
         self._pending = []
@@ -120,7 +120,7 @@ def _cnn_threads(n: int):
 
 
 def _measure_track(track: Track, features: dict[str, np.ndarray],
-                   label_set: emotion.LabelSet) -> None:
+                   label_set: labelsets.LabelSet) -> None:
     """Expression measurement over one whole track: this is where a face's
     frames become AU vectors (tools.aus), emotion probabilities (tools.emotion)
     and segments/events (tools.timeline)."""
@@ -142,7 +142,7 @@ def analyze(
     max_faces: int = 8,
     limits: Limits = DEFAULT_LIMITS,
     include_landmarks: bool = True,
-    label_set: str | os.PathLike | emotion.LabelSet | None = None,
+    label_set: str | os.PathLike | labelsets.LabelSet | None = None,
     scene_context: bool | None = None,
     display_name: str | None = None,
     progress: bool | ProgressFn | None = None,
@@ -177,8 +177,8 @@ def analyze(
             "let open_clip download its default)"))
     else:
         skipped = ContextResult(status="off", message="context: not requested")
-    labels = label_set if isinstance(label_set, emotion.LabelSet) else \
-        emotion.load_label_set(label_set)
+    labels = label_set if isinstance(label_set, labelsets.LabelSet) else \
+        labelsets.load_label_set(label_set)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     warnings: list[str] = []
@@ -319,7 +319,7 @@ def _prefetch(frames: Iterator, depth: int = 4) -> Iterator:
 
 
 def _build_track(tid: int, rows: list[tuple[int, float, FaceObservation]],
-                 include_landmarks: bool, label_set: emotion.LabelSet) -> Track:
+                 include_landmarks: bool, label_set: labelsets.LabelSet) -> Track:
     faces = [r[2] for r in rows]
     landmarks = np.stack([f.landmarks for f in faces])
     track = Track(

@@ -78,6 +78,8 @@ SCENARIOS: dict[str, float] = {
     "fear_vs_surprise": 0.07,  # fear, CNN says surprise
     "surprise_vs_fear": 0.06,  # surprise, CNN says fear
 }
+COVERED_MIDDLE_SHARE = 0.6  # crying_then_laughing clips with a hand over the face in between
+FLICKER_ROWS = ("disgust", "fear")
 CONFUSERS = ("crying", "crying_then_laughing", "polite_smile", "contempt_smirk", "fear_vs_surprise", "surprise_vs_fear",
              "speech")
 
@@ -110,6 +112,7 @@ class FaceSpec:
     head_motion_deg: float = 4.0
     rest: dict[str, float] = field(default_factory=dict)
     twitches: list[tuple[str, float, float, float]] = field(default_factory=list)  # au, centre, half, peak
+    flicker: list[tuple[float, float]] = field(default_factory=list)  # CNN unsettled (covered face)
 
     @property
     def label(self) -> str:
@@ -203,6 +206,9 @@ def scenario_spec(kind: str, rng: np.random.Generator, track_id: int, identity: 
     mid1 = start + rng.uniform(0.7, 0.95) * dur
     phases: list[Phase] = []
     speech: list[tuple[float, float]] = []
+    flicker: list[tuple[float, float]] = []
+    covered: list[tuple[float, float, str]] = []
+    spill: list[tuple[str, float, float, float]] = []
     if kind == "single":
         phases = [_phase(str(rng.choice(BASIC)), mid0, mid1, rng)]
     elif kind == "steady":
@@ -226,12 +232,22 @@ def scenario_spec(kind: str, rng: np.random.Generator, track_id: int, identity: 
             phases = [_phase("sadness", mid0, mid1, rng, aus, cnn="crying_smile",
                              smile_bs=float(rng.uniform(0.45, 0.8)))]
         else:  # the override of the crying must not swallow the laughter that follows it
-            cut = start + rng.uniform(0.35, 0.5) * dur
+            laugh_on = start + rng.uniform(0.38, 0.48) * dur
             laugh = {"AU06": rng.uniform(3, 4.5), "AU12": rng.uniform(3, 4.5), "AU25": rng.uniform(2, 4),
                      "AU26": rng.uniform(1.5, 3.5)}
-            phases = [_phase("sadness", start + 0.05 * dur, cut, rng, aus, cnn="crying_smile",
+            phases = [_phase("sadness", start + 0.05 * dur, laugh_on, rng, aus, cnn="crying_smile",
                              smile_bs=float(rng.uniform(0.45, 0.8))),
-                      _phase("happiness", cut, end + 0.5, rng, laugh)]
+                      _phase("happiness", laugh_on, end + 0.5, rng, laugh)]
+            if rng.random() < COVERED_MIDDLE_SHARE:
+                # WolfgangLanger_Pexels.mp4: a hand over the face between the crying and the
+                # laughter. The occlusion detector flags only the first part of it, the CNN
+                # flickers between disgust and fear, and the hand's shadow raises AU09/AU02/AU24
+                # spill-over; none of that is an expression of its own.
+                c0 = start + rng.uniform(0.15, 0.25) * dur
+                flicker = [(c0, laugh_on)]
+                covered = [(c0, c0 + float(rng.uniform(0.1, 0.35)) * (laugh_on - c0), "mouth")]
+                spill = [(au, float(rng.uniform(c0, laugh_on)), float(rng.uniform(0.5, 1.5)),
+                          float(rng.uniform(3.0, 4.5))) for au in ("AU09", "AU02", "AU09", "AU24")]
     elif kind == "polite_smile":
         phases = [_phase("happiness", mid0, mid1, rng, {"AU12": rng.uniform(1.8, 3.0)}, cnn="polite_smile")]
     elif kind == "contempt_smirk":
@@ -248,15 +264,15 @@ def scenario_spec(kind: str, rng: np.random.Generator, track_id: int, identity: 
     elif kind != "neutral":
         raise ValueError(f"unknown scenario {kind!r}; known: {sorted(SCENARIOS)}")
     blinks = sorted(rng.uniform(start, end, int(rng.poisson(dur / 4.0))).tolist())
-    occl = []
-    if dur > 3 and rng.random() < 0.15:
+    occl = list(covered)
+    if not covered and dur > 3 and rng.random() < 0.15:
         o0 = float(rng.uniform(start + 0.5, end - 1.2))
         occl.append((o0, o0 + float(rng.uniform(0.4, 1.0)), str(rng.choice(["mouth", "eye_l", "brow_l"]))))
     rest = {str(a): float(rng.uniform(0, 0.9)) for a in rng.choice(AU_CODES[:17], 3, replace=False)}
     twitches = [(str(rng.choice(AU_CODES[:17])), float(rng.uniform(start, end)), float(rng.uniform(0.15, 0.5)),
                  float(rng.uniform(0.6, 1.8))) for _ in range(int(rng.poisson(TWITCH_RATE * max(dur, 1.0))))]
     return FaceSpec(track_id, identity, start, end, phases, kind, blinks, speech, occl,
-                    float(rng.uniform(1.0, 8.0)), rest, twitches)
+                    float(rng.uniform(1.0, 8.0)), rest, twitches + spill, flicker)
 
 
 # ----------------------------------------------------------------- rendering
@@ -372,6 +388,12 @@ def _cnn_probs(spec: FaceSpec, ts: np.ndarray, rng: np.random.Generator) -> np.n
         for s0, s1 in spec.speech:
             on |= (ts >= s0) & (ts <= s1)
         p[on] = np.asarray(rows["speech"], float)
+    for f0, f1 in spec.flicker:  # a covered face: a new wrong reading every few frames
+        t = f0
+        while t < f1:
+            step = float(rng.uniform(0.25, 0.7))
+            p[(ts >= t) & (ts < min(t + step, f1))] = np.asarray(rows[str(rng.choice(FLICKER_ROWS))], float)
+            t += step
     p = np.clip(p, 1e-3, None)
     p /= p.sum(1, keepdims=True)
     out = np.stack([rng.dirichlet(tab["concentration"] * r) for r in p])
