@@ -44,8 +44,12 @@ ANSWER_SET = "follow-up questions"
 
 
 # ------------------------------------------------------------------ rows
-def real_rows(cache_dir: str | Path, fps: float = 8.0) -> list[dict]:
-    """Rows for the real test media with our labels (analysed once, cached by content hash)."""
+def real_rows(cache_dir: str | Path, fps: float | None = None) -> list[dict]:
+    """Rows for the real test media with our labels (analysed once, cached by content hash).
+
+    Sampled as `facereason explain` samples by default, every frame (fps None): the
+    segments a model reads depend on the sampling, and at 8 frames/s WolfgangLanger's
+    crying splits into two sadness segments where the shipped path sees one."""
     from finetune.data import adapters
     from tools import assets
 
@@ -250,7 +254,7 @@ def evaluate(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None 
                                                  cfg.get("confuser_rows"), cfg.get("answer_rows"))
     sets: dict[str, list[dict]] = {"synthetic held-out": syn, "hard confusers": confusers}
     if cfg.get("real_media", True):
-        sets["real media"] = real_rows(cfg.get("cache_dir", "out/cache"))
+        sets["real media"] = real_rows(cfg.get("cache_dir", "out/cache"), cfg.get("real_fps"))
     model_path = models.resolve_model(cfg.get("model"))
     systems = {"base": None, "engine": None, **{k: cfg.get(k) for k in ("sft", "grpo") if cfg.get(k)}}
     for name in cfg.get("skip") or []:  # e.g. skip=[base]: the untrained model is slow and scores 0
