@@ -53,7 +53,7 @@ class ChatAnswer(BaseModel):
     tool_calls: list[dict[str, Any]] = Field(default_factory=list)
     frame_time: float | None = None
     track_id: int | None = None
-    record: dict[str, Any] | None = Field(None, description="what the model decided (ids, label, note)")
+    record: dict[str, Any] | None = Field(None, description="the answer record the text was rendered from (ids, label, note): the model's, or the rules' where answered_by is engine")
     answered_by: str = Field("model", description="model, or engine (the rules answered)")
     fallback_used: bool = False
     fallback_reason: str | None = None
@@ -145,13 +145,14 @@ def chat(session: ChatSession, question: str, *, on_token: TokenFn | None = None
                        source_path=session.source_path, on_token=on_token,
                        max_new_tokens=max_new_tokens)
     run_tasks([task], session.get_backend(), seed=session.seed)
-    text, withheld, times, fell = answer_of(task, question, session.seed)
+    got = answer_of(task, question, session.seed)
+    text, fell = got.text, got.fallback
     track = a.track(track_id)
-    cited = [round(t, 2) for t in times] or times_in(question)
+    cited = [round(t, 2) for t in got.times] or times_in(question)
     frame = min(max(cited[0], track.start), track.end) if cited else None
     session.history.append({"track_id": track_id, "question": question, "answer": text})
     return ChatAnswer(text=text, cited_times=cited, tool_calls=task.tool_log, frame_time=frame,
-                      track_id=track_id, record=task.record.model_dump() if task.record else None,
+                      track_id=track_id, record=got.record.model_dump(),
                       answered_by="engine" if fell else task.decided_by,
                       fallback_used=fell, fallback_reason=task.problem if fell else None,
-                      withheld=withheld)
+                      withheld=got.withheld)

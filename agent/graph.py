@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NamedTuple, TypedDict
 
 import prompts
 from agent import engine, render
@@ -301,14 +301,26 @@ def fallback_answer(task: Task, question: str) -> Answer:
     return Answer(ref=[], label=None)
 
 
-def answer_of(task: Task, question: str, seed: int = 0) -> tuple[str, list[str], list[float], bool]:
-    """(text, withheld, times, fallback_used) of a finished answer task."""
+class Answered(NamedTuple):
+    """A finished answer task as the user reads it: the text, what was withheld, the times it
+    cites, the record it was rendered from (the rules' where the model's was unusable) and
+    whether that was a fallback."""
+
+    text: str
+    withheld: list[str]
+    times: list[float]
+    record: Answer
+    fallback: bool
+
+
+def answer_of(task: Task, question: str, seed: int = 0) -> Answered:
+    """The rendered answer of a finished answer task."""
     a, track = task.analysis, task.analysis.track(task.track_id)
     record, fallback = task.record, False
     if not isinstance(record, Answer):
         record, fallback = fallback_answer(task, question), True
     text, withheld, times = render.answer(a, track, record, task.toolbox.results, seed=seed)
-    return text, withheld, times, fallback
+    return Answered(text, withheld, times, record, fallback)
 
 
 # ------------------------------------------------------------------ explain
@@ -398,9 +410,9 @@ def explain(source: str | os.PathLike | Analysis, *, question: str | None = None
                 for t in tasks]
         run_tasks(asks, be, seed=seed)
         for k, ask in enumerate(asks):
-            text, withheld, _, fell = answer_of(ask, question, seed)
+            got = answer_of(ask, question, seed)
             explanations[k] = explanations[k].model_copy(update={
-                "answer": text, "withheld": [*explanations[k].withheld, *withheld]})
+                "answer": got.text, "withheld": [*explanations[k].withheld, *got.withheld]})
         traces += asks
     if on_progress is not None:
         on_progress("model", 1.0)

@@ -54,15 +54,13 @@ def tasks(items: list[dict]) -> list:
 def outcomes(tasks_: list) -> list[dict]:
     """What each finished task answered: text, times, label, and whether the rules answered
     (a task never run through a model is answered by the rules: the baseline)."""
-    from agent.decision import Answer
-    from agent.graph import answer_of, fallback_answer
+    from agent.graph import answer_of
 
     out = []
     for t in tasks_:
-        text, _, times, fell = answer_of(t, t.question)
-        record = t.record if isinstance(t.record, Answer) else fallback_answer(t, t.question)
-        out.append({"text": text, "times": [round(x, 2) for x in times], "label": record.label,
-                    "fallback": fell})
+        got = answer_of(t, t.question)
+        out.append({"text": got.text, "times": [round(x, 2) for x in got.times],
+                    "label": got.record.label, "fallback": got.fallback})
     return out
 
 
