@@ -20,8 +20,6 @@ from tools.analysis import Analysis, EmotionSegment, Track
 # covers at least this share of the track: a clip that turns into a smile is
 # "happiness", not "neutral".
 EXPRESSIVE_SHARE = 0.25
-# Segments shorter than this share of the track (and 0.5 s) are left out of the arc.
-ARC_MIN_SHARE = 0.05
 NEUTRAL = "neutral"
 
 
@@ -84,15 +82,10 @@ def cite_events(f: ev.FaceFacts, label: str) -> list[str]:
 
 
 def arc_segments(f: ev.FaceFacts) -> list[str]:
-    """Segment ids of the story: segments lasting at least 5% of the track (and 0.5 s), so a
-    burst of brief, uncertain segments does not crowd out the ending; a run of the same
-    label is told once (its longest segment); at most MAX_ARC (the ends and the longest
-    middles)."""
-    t = f.track
-    span = (t.end - t.start) if t.n > 1 else 0.0
-    items = list(f.segments.items())
-    main = [(i, s) for i, s in items if not s.micro and s.end - s.start >= max(0.5, ARC_MIN_SHARE * span)]
-    main = main or [(i, s) for i, s in items if not s.micro] or items
+    """Segment ids of the story: the segments long enough to tell
+    (`FaceFacts.story_segments`); a run of the same label is told once (its longest
+    segment); at most MAX_ARC (the ends and the longest middles)."""
+    main = [(i, f.segments[i]) for i in f.story_segments()]
     runs: list[list[tuple[str, EmotionSegment]]] = []
     for i, s in main:
         if runs and runs[-1][-1][1].label == s.label:

@@ -185,6 +185,10 @@ def _f(x: float) -> str:
 # ------------------------------------------------------------------ ids
 SHOWN_EVENTS = 12  # events listed in the prompt (strongest first); the rest via list_events
 SHOWN_SEGMENTS = 8  # segments listed in the prompt (longest first); the rest via inspect_face
+# A segment is part of the story (the engine's arc, the caption's opening and closing rest)
+# when it lasts at least this share of the track and this many seconds.
+STORY_MIN_SHARE = 0.05
+STORY_MIN_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -227,6 +231,16 @@ class FaceFacts:
                                                        self.segments[i].start))
         keep = set(longest[:SHOWN_SEGMENTS])
         return [i for i in self.segments if i in keep]
+
+    def story_segments(self) -> list[str]:
+        """Ids of the segments long enough to tell, in time order: not micro, and at least
+        STORY_MIN_SHARE of the track and STORY_MIN_S long, so a burst of brief, uncertain
+        segments does not crowd out the ending (all non-micro ones if none is that long)."""
+        t = self.track
+        span = (t.end - t.start) if t.n > 1 else 0.0
+        floor = max(STORY_MIN_S, STORY_MIN_SHARE * span)
+        main = [i for i, s in self.segments.items() if not s.micro and s.end - s.start >= floor]
+        return main or [i for i, s in self.segments.items() if not s.micro] or list(self.segments)
 
     def events_in(self, start: float, end: float, tol: float = TIME_TOLERANCE_S) -> list[str]:
         """Ids of events overlapping [start, end] (+- tol), strongest first."""

@@ -207,6 +207,26 @@ def _actions(f: FaceFacts, start: float, end: float, prefer: list[str], narrated
     return ph.listing([ph.action(f.events[i].au) for i in chosen]), chosen
 
 
+def framed_arc(f: FaceFacts, d: Decision) -> list[str]:
+    """The decision's arc, opened and closed by the face's resting stretches where the arc
+    leaves them out: the caption tells the clip from its start to its end, so a face that
+    rests for the first second and then smiles is told that way whoever decided the smile.
+    A rest counts where it is the first (last) segment long enough to tell
+    (`FaceFacts.story_segments`) and the arc tells nothing before (after) it."""
+    ids = list(d.arc)
+    story = f.story_segments()
+    if not ids or not story:
+        return ids
+    first, last = f.segments[story[0]], f.segments[story[-1]]
+    if (first.label == NEUTRAL and story[0] not in ids and f.segments[ids[0]].label != NEUTRAL
+            and f.segments[ids[0]].start >= first.end - ev.TIME_TOLERANCE_S):
+        ids.insert(0, story[0])
+    if (last.label == NEUTRAL and story[-1] not in ids and f.segments[ids[-1]].label != NEUTRAL
+            and f.segments[ids[-1]].end <= last.start + ev.TIME_TOLERANCE_S):
+        ids.append(story[-1])
+    return ids
+
+
 def caption(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) -> list[CaptionSentence]:
     """FEC-Bench-style caption sentences, each with its span and evidence ids."""
     t = f.track
@@ -223,7 +243,8 @@ def caption(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) -> list
         add(text + (ph.pick("caption_actions", actions=acts) if acts else "."), t.start, t.end,
             [*d.arc, *ids])
         return out
-    arc = [f.segments[i] for i in d.arc]
+    arc_ids = framed_arc(f, d)
+    arc = [f.segments[i] for i in arc_ids]
     if not arc:  # no segment at all: the whole track under the decided label
         add(ph.pick("caption_begin", subject=ph.subject, state=ph.state(d.label)) + ".",
             t.start, t.end, [])
@@ -233,16 +254,16 @@ def caption(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) -> list
                          narrated, ph)
     begin = ph.pick("caption_begin", subject=ph.subject, state=ph.state(told(first.label, d, f)))
     add(begin + (ph.pick("caption_actions", actions=acts) if acts else "."), first.start, first.end,
-        [d.arc[0], *ids])
+        [arc_ids[0], *ids])
     if len(arc) == 1:
         s0, s1 = t.start + (t.end - t.start) / 3, t.start + 2 * (t.end - t.start) / 3
         acts, ids = _actions(f, s0, s1, d.cite, narrated, ph)
         add(ph.pick("caption_middle_steady_actions", actions=acts) if acts
             else ph.pick("caption_middle_steady"), s0, s1, ids)
         add(ph.pick("caption_end_same", subject=ph.subject, state=ph.state(told(last.label, d, f))) + ".",
-            s1, t.end, [d.arc[0]])
+            s1, t.end, [arc_ids[0]])
     else:
-        for k, (sid, seg) in enumerate(zip(d.arc[1:-1], arc[1:-1], strict=True)):
+        for k, (sid, seg) in enumerate(zip(arc_ids[1:-1], arc[1:-1], strict=True)):
             acts, ids = _actions(f, seg.start - 0.5, seg.end, d.cite, narrated, ph, peak_by_end=True)
             key = "caption_middle" if k == 0 else "caption_then"
             text = ph.pick(key, subject=ph.subject, state=ph.state(told(seg.label, d, f)))
@@ -253,10 +274,10 @@ def caption(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) -> list
         key = "caption_end_same" if same else ("caption_end" if len(arc) > 2 else "caption_middle")
         text = ph.pick(key, subject=ph.subject, state=ph.state(told(last.label, d, f)))
         add(text + (ph.pick("caption_actions", actions=acts) if acts else "."), last.start,
-            last.end, [d.arc[-1], *ids])
+            last.end, [arc_ids[-1], *ids])
         if len(arc) == 2 and not same:
             add(ph.pick("caption_end_same", subject=ph.subject, state=ph.state(told(last.label, d, f))) + ".",
-                max(last.start, last.end - (last.end - last.start) / 3), last.end, [d.arc[-1]])
+                max(last.start, last.end - (last.end - last.start) / 3), last.end, [arc_ids[-1]])
     occ = ev.occluded_spans(t)
     if occ:
         add(ph.pick("caption_occluded", spans=_spans(occ)), occ[0][0], occ[-1][1], [])

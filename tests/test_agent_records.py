@@ -244,3 +244,33 @@ def test_the_label_over_a_ruled_out_reading_keeps_the_stretch_that_reading_measu
     e = render.explanation(a, t, d)
     assert rewards.caption_emotions(e.caption) == ["sadness", "happiness"], e.caption
     assert "measured as" not in e.interpretation
+
+
+def test_the_caption_opens_and_closes_on_the_measured_rest_the_arc_leaves_out():
+    """A face rests, smiles, rests again; a record whose arc names only the smile still gets a
+    caption that tells the clip from start to end (the rest is a measurement, as every span
+    is), and a brief resting flicker is not told."""
+    from agent_synthetic import make_track
+
+    from finetune import rewards
+    from tools.analysis import Analysis, Sampling, SourceInfo
+
+    t = make_track(0, 0.0, 10.0, events=[("AU12", 2.0, 4.0, 8.0, 3.0), ("AU06", 2.1, 4.1, 8.0, 3.0)],
+                   segments=[("neutral", 0.0, 2.0, 0.8), ("happiness", 2.0, 8.0, 0.85),
+                             ("neutral", 8.0, 10.0, 0.8)])
+    a = Analysis(source=SourceInfo(name="rest_smile_rest.mp4", kind="video", width=640, height=360,
+                                   duration_s=10.0), sampling=Sampling(), tracks=[t])
+    f = ev.facts(a, t)
+    smile = Decision(label="happiness", conf=0.8, cite=list(f.events), arc=["happiness1"], alt="",
+                     why=[], note="")
+    e = render.explanation(a, t, smile)
+    assert rewards.caption_emotions(e.caption) == ["neutral", "happiness", "neutral"], e.caption
+    first, last = e.caption_sentences[0], e.caption_sentences[-1]
+    assert (first.start, first.end) == (0.0, 2.0) and (last.start, last.end) == (8.0, 10.0)
+    # The same record on a face whose rest is a 0.3 s flicker: nothing to add.
+    t2 = make_track(0, 0.0, 10.0, events=[("AU12", 0.3, 4.0, 10.0, 3.0)],
+                    segments=[("neutral", 0.0, 0.3, 0.6), ("happiness", 0.3, 10.0, 0.85)])
+    a2 = Analysis(source=SourceInfo(name="smile.mp4", kind="video", width=640, height=360,
+                                    duration_s=10.0), sampling=Sampling(), tracks=[t2])
+    e2 = render.explanation(a2, t2, smile.model_copy(update={"cite": list(ev.facts(a2, t2).events)}))
+    assert rewards.caption_emotions(e2.caption) == ["happiness"], e2.caption
