@@ -150,15 +150,10 @@ def occluded_spans(track: Track) -> list[tuple[float, float]]:
 
 
 def occluded_share(track: Track) -> float:
-    """The summary's duration-weighted share (tools.timeline), the number the plots show."""
-    if track.summary is not None:
-        return float(track.summary.occluded_share)
-    if track.occlusion is None or not track.n:
-        return 0.0
+    """tools.timeline owns the share (duration-weighted, the number the plots show)."""
     from tools import timeline
 
-    w = timeline.frame_durations(np.asarray(track.timestamps, dtype=float))
-    return float(np.average(np.asarray(track.occlusion, dtype=float) >= OCCLUDED, weights=w))
+    return timeline.occluded_share(track)
 
 
 def top_aus(analysis: Analysis, track: Track, rows: np.ndarray | None = None,

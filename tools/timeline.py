@@ -255,14 +255,28 @@ def _summary(segments: list[EmotionSegment], events: list[AUEvent], track: Track
     for ev in events:
         peaks[ev.au] = max(peaks.get(ev.au, 0.0), ev.peak_intensity)
     strongest = sorted(peaks.items(), key=lambda kv: -kv[1])[:TOP_AUS]
-    occluded = None if track.occlusion is None else (np.asarray(track.occlusion) >= OCCLUDED)
     return TrackSummary(
         dominant_emotion=dominant, dominant_share=round(dom_share, 4),
         strongest_aus=[(a, round(v, 3)) for a, v in strongest],
         mean_valence=round(_weighted_mean(track.valence, w), 4),
         mean_arousal=round(_weighted_mean(track.arousal, w), 4),
-        occluded_share=round(_weighted_mean(occluded, w), 4),
+        occluded_share=round(_occluded_share(track, w), 4),
     )
+
+
+def _occluded_share(track: Track, w: np.ndarray) -> float:
+    occluded = None if track.occlusion is None else (np.asarray(track.occlusion) >= OCCLUDED)
+    return _weighted_mean(occluded, w)
+
+
+def occluded_share(track: Track) -> float:
+    """Share of the track's time (each frame lasting until the next) with the face covered:
+    the summary's number, for a track that has no summary yet."""
+    if track.summary is not None:
+        return float(track.summary.occluded_share)
+    if not track.n:
+        return 0.0
+    return round(_occluded_share(track, frame_durations(np.asarray(track.timestamps, np.float64))), 4)
 
 
 # --------------------------------------------------------------------- API
