@@ -61,7 +61,7 @@ class EmotionCNN:
         self._lock = threading.Lock()
 
     def predict(self, crops: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """(n, 64, 64) uint8 grey crops -> (n, 7) float32 probabilities (FER2013 order)."""
+        """(n, *INPUT_SIZE) uint8 grey crops -> (n, 7) float32 probabilities (FER2013 order)."""
         crops = np.asarray(crops)
         if crops.ndim == 2:
             crops = crops[None]
@@ -108,7 +108,7 @@ _EYE_Y = 0.38
 _IOD_FRAC = 0.40
 
 
-def align_crop(rgb: np.ndarray, landmarks_px: np.ndarray, size: int = 64) -> np.ndarray:
+def align_crop(rgb: np.ndarray, landmarks_px: np.ndarray, size: int = INPUT_SIZE[0]) -> np.ndarray:
     """(H, W, 3) uint8 RGB frame + (478, 2|3) pixel landmarks -> (size, size) uint8 grey crop.
 
     A similarity transform from the two eye centres: eyes level, face centred, scale
