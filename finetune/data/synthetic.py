@@ -232,7 +232,8 @@ def scenario_spec(kind: str, rng: np.random.Generator, track_id: int, identity: 
             phases = [_phase("sadness", mid0, mid1, rng, aus, cnn="crying_smile",
                              smile_bs=float(rng.uniform(0.45, 0.8)))]
         else:  # the override of the crying must not swallow the laughter that follows it
-            laugh_on = start + rng.uniform(0.38, 0.48) * dur
+            laugh_share = float(rng.uniform(0.38, 0.55))
+            laugh_on = start + laugh_share * dur
             laugh = {"AU06": rng.uniform(3, 4.5), "AU12": rng.uniform(3, 4.5), "AU25": rng.uniform(2, 4),
                      "AU26": rng.uniform(1.5, 3.5)}
             phases = [_phase("sadness", start + 0.05 * dur, laugh_on, rng, aus, cnn="crying_smile",
@@ -243,7 +244,9 @@ def scenario_spec(kind: str, rng: np.random.Generator, track_id: int, identity: 
                 # laughter. The occlusion detector flags only the first part of it, the CNN
                 # flickers between disgust and fear, and the hand's shadow raises AU09/AU02/AU24
                 # spill-over; none of that is an expression of its own.
-                c0 = start + rng.uniform(0.15, 0.25) * dur
+                # The crying before the hand lasts 15-33% of the clip (29% on that clip, whose
+                # covered stretch splits into ~1 s disgust/fear segments at every frame).
+                c0 = start + rng.uniform(0.15, min(0.33, laugh_share - 0.1)) * dur
                 flicker = [(c0, laugh_on)]
                 covered = [(c0, c0 + float(rng.uniform(0.1, 0.35)) * (laugh_on - c0), "mouth")]
                 spill = [(au, float(rng.uniform(c0, laugh_on)), float(rng.uniform(0.5, 1.5)),
