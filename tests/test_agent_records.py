@@ -274,3 +274,20 @@ def test_the_caption_opens_and_closes_on_the_measured_rest_the_arc_leaves_out():
                                     duration_s=10.0), sampling=Sampling(), tracks=[t2])
     e2 = render.explanation(a2, t2, smile.model_copy(update={"cite": list(ev.facts(a2, t2).events)}))
     assert rewards.caption_emotions(e2.caption) == ["happiness"], e2.caption
+
+
+def test_a_reading_set_aside_on_its_probability_is_told_by_its_mean_and_where_it_led():
+    """The sentence said the probability "stayed at or below" the face's mean, which on
+    WolfgangLanger (fear: mean 0.07, segments at p 0.40) is false. It gives the mean as a
+    mean, and the stretches where that reading led."""
+    d = SMILE.model_copy(update={"alt": "surprise", "why": []})
+    f1 = ev.facts(A, A.track(1))
+    surprise = [(s.start, s.end) for s in f1.segments.values() if s.label == "surprise"]
+    assert surprise  # face 1 has a surprise stretch, face 0 none
+    e1 = render.explanation(A, A.track(1), d.model_copy(update={"cite": [], "arc": list(f1.segments)[:1]}))
+    mean = ev.mean_emotions(A, A.track(1))["surprise"]
+    assert f"averaged {mean:.2f} over the face" in e1.interpretation
+    assert "led only briefly (" + render._spans(sorted(surprise)) + ")" in e1.interpretation
+    e0 = render.explanation(A, T0, d)
+    assert "averaged" in e0.interpretation and "led only briefly" not in e0.interpretation
+    assert "stayed at or below" not in e0.interpretation + e1.interpretation
