@@ -276,10 +276,14 @@ def times_in(text: str) -> list[float]:
     return out
 
 
+# "Why not fear?", "why isn't she afraid?": a question about a reading set aside.
+WHY_NOT = re.compile(r"\bwhy\b.*\b(?:not|isn'?t|aren'?t|wasn'?t|doesn'?t|no)\b", re.I)
+
+
 def fallback_answer(task: Task, question: str) -> Answer:
     """A rule-based answer when the model gave none: the two moments asked about compared,
-    else the one moment, else the segment of an emotion the question names, else the
-    face's longest segment."""
+    else the one moment, else, for "why not X?", where X was seen and what held longest,
+    else the segment of an emotion the question names, else the face's longest segment."""
     from agent.decision import ToolRequest
     from agent.faithfulness import emotion_mentions
 
@@ -291,13 +295,21 @@ def fallback_answer(task: Task, question: str) -> Answer:
     if asked:
         r = task.toolbox.run(ToolRequest(tool="moment", args={"t": asked[0]}))
         return Answer(ref=[r["id"]] if "id" in r else [], label=r.get("label"))
+    longest = max(f.segments, key=lambda i: f.segments[i].end - f.segments[i].start, default=None)
+    why_not = WHY_NOT.search(question)
     for _, lab, neg in emotion_mentions(question):
-        segs = [i for i, s in f.segments.items() if s.label == lab]
+        segs = sorted((i for i, s in f.segments.items() if s.label == lab),
+                      key=lambda i: f.segments[i].start)
+        if why_not and neg and longest is not None and f.segments[longest].label != lab:
+            # "Why not fear?": where that reading was seen, and what held longest instead.
+            held = f.segments[longest].label
+            note = (f"{lab.capitalize()} leads only in brief stretches; {held} holds longest."
+                    if segs else f"No stretch of this face reads as {lab}; {held} holds longest.")
+            return Answer(ref=[*segs[:2], longest], label=held, note=note)
         if segs and not neg:
             return Answer(ref=segs[:2], label=lab)
-    if f.segments:
-        sid = max(f.segments, key=lambda i: f.segments[i].end - f.segments[i].start)
-        return Answer(ref=[sid], label=f.segments[sid].label)
+    if longest is not None:
+        return Answer(ref=[longest], label=f.segments[longest].label)
     return Answer(ref=[], label=None)
 
 

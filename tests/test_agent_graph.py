@@ -195,6 +195,22 @@ def test_the_rules_compare_two_moments_a_question_names():
     assert "AU" in ans.text or "barely changes" in ans.text
 
 
+def test_the_rules_answer_why_not_with_where_that_reading_was_seen():
+    # "Why not surprise?" was answered with the longest segment, as if nothing was asked.
+    s = ChatSession.start(explain(A, backend="engine"), backend="engine")
+    held = max(F0.segments.values(), key=lambda x: x.end - x.start)
+    seen = [x for x in F0.segments.values() if x.label != held.label]
+    assert seen, "the synthetic face needs a second reading"
+    other = seen[0]
+    ans = chat(s, f"Why not {other.label}?")
+    assert ans.record["label"] == held.label and not ans.withheld
+    assert ans.text.startswith(f"{other.label.capitalize()} leads only in brief stretches")
+    assert f"({other.label}, p=" in ans.text and f"({held.label}, p=" in ans.text
+    assert round(other.start, 1) in [round(t, 1) for t in ans.cited_times]
+    never = chat(s, "Why isn't the person angry?")
+    assert never.text.startswith("No stretch of this face reads as anger") and not never.withheld
+
+
 def test_the_rules_backend_decides_and_answers_without_a_model(monkeypatch, tmp_path):
     from agent import models
     from agent.backends import RulesBackend, make_backend, resolve_backend
