@@ -25,17 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import prompts
 from agent import models
+from agent.answers import answer_of, times_in
 from agent.backends import Backend, TokenFn, make_backend
 from agent.decision import Decision
-from agent.graph import (
-    MAX_NEW_TOKENS,
-    answer_of,
-    answer_task,
-    perceive,
-    result_from_analysis,
-    run_tasks,
-    times_in,
-)
+from agent.graph import MAX_NEW_TOKENS, answer_task, perceive, result_from_analysis, run_tasks
 from agent.schema import ExplainResult
 from tools.analysis import Analysis
 from tools.errors import FaceReasonError

@@ -26,11 +26,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, TypedDict
+from typing import Any, Literal, TypedDict
 
 import prompts
 from agent import engine, render
 from agent import evidence as ev
+from agent.answers import answer_of, fallback_answer, times_in
 from agent.backends import Backend, BackendError, Request, RulesBackend, TokenFn, make_backend
 from agent.decision import (
     Answer,
@@ -253,86 +254,6 @@ def explanation_of(task: Task, seed: int = 0) -> Explanation:
         return render.explanation(a, track, task.record, seed=seed, decided_by=task.decided_by)
     reason = task.problem or "the model gave no usable answer"
     return engine.explain_track(a, track, seed, fallback_reason=reason)
-
-
-_TIME_RE = re.compile(
-    r"(?:\bsecond\s+|\bsec\.?\s+|\bat\s+)(\d+(?:\.\d+)?)|(\d+(?:\.\d+)?)\s*(?:s\b|secs?\b|seconds?\b)", re.I)
-
-
-# "from 1.1 to 2.9 s", "between 2 and 5 seconds": the first number has no unit of its own
-_RANGE_RE = re.compile(r"\b(?:from|between)\s+(\d+(?:\.\d+)?)\s*(?:s\b|secs?\b|seconds?\b)?\s*"
-                       r"(?:to|and|-)\s*(\d+(?:\.\d+)?)\s*(?:s\b|secs?\b|seconds?\b)", re.I)
-
-
-def times_in(text: str) -> list[float]:
-    """Times in seconds mentioned in a question, in reading order ("second 7", "at 3 s",
-    "2.5 seconds", "from 1.1 to 2.9 s")."""
-    found = [(m.start(i), float(m.group(i))) for m in _RANGE_RE.finditer(text) for i in (1, 2)]
-    found += [(m.start(), float(m.group(1) or m.group(2))) for m in _TIME_RE.finditer(text)]
-    out: list[float] = []
-    for _, v in sorted(found):
-        if v not in out:
-            out.append(v)
-    return out
-
-
-# "Why not fear?", "why isn't she afraid?": a question about a reading set aside.
-WHY_NOT = re.compile(r"\bwhy\b.*\b(?:not|isn'?t|aren'?t|wasn'?t|doesn'?t|no)\b", re.I)
-
-
-def fallback_answer(task: Task, question: str) -> Answer:
-    """A rule-based answer when the model gave none: the two moments asked about compared,
-    else the one moment, else, for "why not X?", where X was seen and what held longest,
-    else the segment of an emotion the question names, else the face's longest segment."""
-    from agent.decision import ToolRequest
-    from agent.faithfulness import emotion_mentions
-
-    f = task.facts
-    asked = times_in(question)
-    if len(asked) >= 2:  # "compare second 2 and 8", "between 3 s and 12 s"
-        r = task.toolbox.run(ToolRequest(tool="compare_moments", args={"t1": asked[0], "t2": asked[1]}))
-        return Answer(ref=[r["id"]] if "id" in r else [], label=None)
-    if asked:
-        r = task.toolbox.run(ToolRequest(tool="moment", args={"t": asked[0]}))
-        return Answer(ref=[r["id"]] if "id" in r else [], label=r.get("label"))
-    longest = max(f.segments, key=lambda i: f.segments[i].end - f.segments[i].start, default=None)
-    why_not = WHY_NOT.search(question)
-    for _, lab, neg in emotion_mentions(question):
-        segs = sorted((i for i, s in f.segments.items() if s.label == lab),
-                      key=lambda i: f.segments[i].start)
-        if why_not and neg and longest is not None and f.segments[longest].label != lab:
-            # "Why not fear?": where that reading was seen, and what held longest instead.
-            held = f.segments[longest].label
-            note = (f"{lab.capitalize()} leads only in brief stretches; {held} holds longest."
-                    if segs else f"No stretch of this face reads as {lab}; {held} holds longest.")
-            return Answer(ref=[*segs[:2], longest], label=held, note=note)
-        if segs and not neg:
-            return Answer(ref=segs[:2], label=lab)
-    if longest is not None:
-        return Answer(ref=[longest], label=f.segments[longest].label)
-    return Answer(ref=[], label=None)
-
-
-class Answered(NamedTuple):
-    """A finished answer task as the user reads it: the text, what was withheld, the times it
-    cites, the record it was rendered from (the rules' where the model's was unusable) and
-    whether that was a fallback."""
-
-    text: str
-    withheld: list[str]
-    times: list[float]
-    record: Answer
-    fallback: bool
-
-
-def answer_of(task: Task, question: str, seed: int = 0) -> Answered:
-    """The rendered answer of a finished answer task."""
-    a, track = task.analysis, task.analysis.track(task.track_id)
-    record, fallback = task.record, False
-    if not isinstance(record, Answer):
-        record, fallback = fallback_answer(task, question), True
-    text, withheld, times = render.answer(a, track, record, task.toolbox.results, seed=seed)
-    return Answered(text, withheld, times, record, fallback)
 
 
 # ------------------------------------------------------------------ explain

@@ -231,8 +231,8 @@ def answer_outcomes(tasks: list) -> list[tuple[dict | None, dict | None]]:
 
 
 def rule_answer_outcomes(rows: list[dict]) -> list[tuple[dict | None, dict | None]]:
-    """The rule-based answers (agent.graph.fallback_answer) as a baseline."""
-    from agent.graph import fallback_answer
+    """The rule-based answers (agent.answers.fallback_answer) as a baseline."""
+    from agent.answers import fallback_answer
 
     out = []
     for r, task in zip(rows, _tasks(rows), strict=True):

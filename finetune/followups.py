@@ -13,7 +13,7 @@ laughing?") and checks the answer against what a person sees in the frames
 Every system answers through the shipped chat path (agent.graph.answer_task, the
 model's tool rounds and constrained record, agent/render.py's answer), starting
 from the engine's decision for the face, so the systems differ only in who answers.
-The rules (agent.graph.fallback_answer) are the baseline a model must reach before
+The rules (agent.answers.fallback_answer) are the baseline a model must reach before
 the chat uses it (`chat_check`).
 """
 
@@ -54,7 +54,7 @@ def tasks(items: list[dict]) -> list:
 def outcomes(tasks_: list) -> list[dict]:
     """What each finished task answered: text, times, label, and whether the rules answered
     (a task never run through a model is answered by the rules: the baseline)."""
-    from agent.graph import answer_of
+    from agent.answers import answer_of
 
     out = []
     for t in tasks_:
