@@ -58,8 +58,12 @@ def test_faithfulness_judges_the_models_own_words():
 
 def test_caption_order_is_scored_on_the_rendered_caption():
     assert R.caption_order_reward([GOOD], segment_order=[["neutral", "happiness"]], **COLS) == [1.0]
+    # A record that misses the smile loses half the order; one that leaves out the opening
+    # rest does not, because the caption tells the measured rest anyway (render.framed_arc).
+    only_rest = Decision(label="neutral", conf=0.8, cite=[], arc=["neutral1"]).to_json()
+    assert R.caption_order_reward([only_rest], segment_order=[["neutral", "happiness"]], **COLS) == [0.5]
     only_smile = Decision(label="happiness", conf=0.8, cite=SMILE, arc=["happiness1"]).to_json()
-    assert R.caption_order_reward([only_smile], segment_order=[["neutral", "happiness"]], **COLS) == [0.5]
+    assert R.caption_order_reward([only_smile], segment_order=[["neutral", "happiness"]], **COLS) == [1.0]
     assert R.caption_order_reward([BAD_IDS], segment_order=[["neutral"]], **COLS) == [0.0]
 
 
