@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, NamedTuple
 
+import prompts
 from agent import render
 from agent.decision import Answer
 
@@ -60,13 +61,13 @@ def fallback_answer(task: Task, question: str) -> Answer:
     longest = max(f.segments, key=lambda i: f.segments[i].end - f.segments[i].start, default=None)
     why_not = WHY_NOT.search(question)
     for _, lab, neg in emotion_mentions(question):
-        segs = sorted((i for i, s in f.segments.items() if s.label == lab),
-                      key=lambda i: f.segments[i].start)
+        segs = [i for i, s in f.segments.items() if s.label == lab]  # in time order
         if why_not and neg and longest is not None and f.segments[longest].label != lab:
             # "Why not fear?": where that reading was seen, and what held longest instead.
             held = f.segments[longest].label
-            note = (f"{lab.capitalize()} leads only in brief stretches; {held} holds longest."
-                    if segs else f"No stretch of this face reads as {lab}; {held} holds longest.")
+            key = "answer_why_not_brief" if segs else "answer_why_not_never"
+            note = prompts.fill(prompts.load_yaml("render")[key], asked=lab, Asked=lab.capitalize(),
+                                held=held)
             return Answer(ref=[*segs[:2], longest], label=held, note=note)
         if segs and not neg:
             return Answer(ref=segs[:2], label=lab)

@@ -139,13 +139,12 @@ def chat(session: ChatSession, question: str, *, on_token: TokenFn | None = None
                        max_new_tokens=max_new_tokens)
     run_tasks([task], session.get_backend(), seed=session.seed)
     got = answer_of(task, question, session.seed)
-    text, fell = got.text, got.fallback
     track = a.track(track_id)
     cited = [round(t, 2) for t in got.times] or times_in(question)
     frame = min(max(cited[0], track.start), track.end) if cited else None
-    session.history.append({"track_id": track_id, "question": question, "answer": text})
-    return ChatAnswer(text=text, cited_times=cited, tool_calls=task.tool_log, frame_time=frame,
+    session.history.append({"track_id": track_id, "question": question, "answer": got.text})
+    return ChatAnswer(text=got.text, cited_times=cited, tool_calls=task.tool_log, frame_time=frame,
                       track_id=track_id, record=got.record.model_dump(),
-                      answered_by="engine" if fell else task.decided_by,
-                      fallback_used=fell, fallback_reason=task.problem if fell else None,
+                      answered_by="engine" if got.fallback else task.decided_by,
+                      fallback_used=got.fallback, fallback_reason=task.problem if got.fallback else None,
                       withheld=got.withheld)

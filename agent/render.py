@@ -126,10 +126,9 @@ def _alt_sentence(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) -
     if not d.why:
         # The mean over the face, said as a mean; where the reading led for a while, say where.
         prob = f"{ev.mean_emotions(analysis, f.track).get(alt, 0.0):.2f}"
-        led = [(s.start, s.end) for s in f.segments.values() if s.label == alt]
+        led = [(s.start, s.end) for s in f.segments.values() if s.label == alt]  # in time order
         if led:
-            return ph.pick("interp_alt_prob_brief", alt=_sentence(alt), prob=prob,
-                           spans=_spans(sorted(led)))
+            return ph.pick("interp_alt_prob_brief", alt=_sentence(alt), prob=prob, spans=_spans(led))
         return ph.pick("interp_alt_prob", alt=_sentence(alt), prob=prob)
     aus = {f.events[i].au for i in d.why}
     verb = "are" if len(aus) > 1 else "is"
