@@ -85,7 +85,10 @@ def _text(max_chars: int) -> dict:
 
 
 def decision_schema(f: FaceFacts, labels: list[str]) -> dict:
-    events, segs = list(f.events), list(f.segments)
+    """The record's schema for face `f`: its event ids, the label set, and for the arc the
+    segments long enough to tell (`FaceFacts.story_segments`, the engine's and the caption's
+    definition): a 0.9 s flicker between two long readings is not a stage of the story."""
+    events, segs = list(f.events), f.story_segments()
     arc = _ids(segs, MAX_ARC)
     if segs:
         arc["minItems"] = 1

@@ -24,6 +24,7 @@ from tools.facs import AU_NAMES
 
 NEUTRAL = "neutral"
 CAPTION_ACTIONS = 2  # movements narrated per caption sentence
+ALT_BRIEF_SHARE = 0.15  # a reading set aside that led less of the face than this led "briefly"
 
 
 class _Phrases:
@@ -128,7 +129,10 @@ def _alt_sentence(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) -
         prob = f"{ev.mean_emotions(analysis, f.track).get(alt, 0.0):.2f}"
         led = [(s.start, s.end) for s in f.segments.values() if s.label == alt]  # in time order
         if led:
-            return ph.pick("interp_alt_prob_brief", alt=_sentence(alt), prob=prob, spans=_spans(led))
+            # "briefly" only where it was brief: WolfgangLanger's sadness leads 0.0-5.8 s of 19.7.
+            share = sum(b - a for a, b in led) / max(f.track.end - f.track.start, 1e-9)
+            key = "interp_alt_prob_brief" if share < ALT_BRIEF_SHARE else "interp_alt_prob_led"
+            return ph.pick(key, alt=_sentence(alt), prob=prob, spans=_spans(led))
         return ph.pick("interp_alt_prob", alt=_sentence(alt), prob=prob)
     aus = {f.events[i].au for i in d.why}
     verb = "are" if len(aus) > 1 else "is"
@@ -143,8 +147,20 @@ def interpretation(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) 
     t = f.track
     probs = ev.mean_emotions(analysis, t)
     parts = []
-    if d.cite:
-        parts.append(ph.pick("interp_cues", cues=_cue_list(f, d.cite, ph), label=d.label))
+    # Cited movements outside the label's EMFACS pattern are told apart, not said to
+    # "point to" it (AU09, the nose wrinkler, does not point to happiness).
+    pattern = prototype_aus(d.label)
+    fits = [i for i in d.cite if not pattern or f.events[i].au in pattern]
+    others = [i for i in d.cite if i not in fits]
+    if fits:
+        one = len({f.events[i].au for i in fits}) == 1
+        parts.append(ph.pick("interp_cue" if one else "interp_cues", cues=_cue_list(f, fits, ph),
+                             label=d.label))
+    if others:
+        verb = "were" if len({f.events[i].au for i in others}) > 1 else "was"
+        parts.append(ph.pick("interp_cues_outside" if fits else "interp_cues_none",
+                             cues=_cue_list(f, others, ph), verb=verb, label=d.label,
+                             prob=f"{probs.get(d.label, d.conf):.2f}"))
     else:
         parts.append(ph.pick("interp_no_cues", label=d.label, prob=f"{probs.get(d.label, d.conf):.2f}"))
     cited = {f.events[i].au: f.events[i] for i in d.cite}

@@ -69,7 +69,7 @@ def test_schema_enumerates_this_faces_ids_and_labels():
     s = decision_schema(F0, A.emotion_labels)
     props = s["properties"]
     assert props["cite"]["items"]["enum"] == list(F0.events)
-    assert props["arc"]["items"]["enum"] == list(F0.segments)
+    assert props["arc"]["items"]["enum"] == F0.story_segments()
     assert props["label"]["enum"] == A.emotion_labels
     a = answer_schema(["neutral1", "W1"], A.emotion_labels)
     assert a["properties"]["ref"]["items"]["enum"] == ["neutral1", "W1"]
@@ -279,7 +279,8 @@ def test_the_caption_opens_and_closes_on_the_measured_rest_the_arc_leaves_out():
 def test_a_reading_set_aside_on_its_probability_is_told_by_its_mean_and_where_it_led():
     """The sentence said the probability "stayed at or below" the face's mean, which on
     WolfgangLanger (fear: mean 0.07, segments at p 0.40) is false. It gives the mean as a
-    mean, and the stretches where that reading led."""
+    mean, and the stretches where that reading led; "briefly" only where they are brief
+    (it called WolfgangLanger's 0.0-5.8 s of sadness brief)."""
     d = SMILE.model_copy(update={"alt": "surprise", "why": []})
     f1 = ev.facts(A, A.track(1))
     surprise = [(s.start, s.end) for s in f1.segments.values() if s.label == "surprise"]
@@ -287,7 +288,29 @@ def test_a_reading_set_aside_on_its_probability_is_told_by_its_mean_and_where_it
     e1 = render.explanation(A, A.track(1), d.model_copy(update={"cite": [], "arc": list(f1.segments)[:1]}))
     mean = ev.mean_emotions(A, A.track(1))["surprise"]
     assert f"averaged {mean:.2f} over the face" in e1.interpretation
-    assert "led only briefly (" + render._spans(sorted(surprise)) + ")" in e1.interpretation
+    t1 = A.track(1)
+    share = sum(b - a for a, b in surprise) / (t1.end - t1.start)
+    assert share >= render.ALT_BRIEF_SHARE  # a third of the face: not "briefly"
+    assert "though it led for " + render._spans(sorted(surprise)) + "." in e1.interpretation
+    assert "briefly" not in e1.interpretation
     e0 = render.explanation(A, T0, d)
     assert "averaged" in e0.interpretation and "led only briefly" not in e0.interpretation
     assert "stayed at or below" not in e0.interpretation + e1.interpretation
+
+
+def test_cited_movements_outside_the_labels_pattern_are_not_said_to_point_to_it():
+    """The demo said AU01, AU09, AU23, AU02 and AU06 'point to happiness': only AU06 does."""
+    f = ev.facts(A, T0)
+    happy = render.prototype_aus("happiness")
+    fit = [i for i in f.events if f.events[i].au in happy]
+    off = [i for i in f.events if f.events[i].au not in happy]
+    assert fit and off
+    e = render.explanation(A, T0, SMILE.model_copy(update={"cite": [fit[0], off[0]]}))
+    said = e.interpretation.split(". ")
+    points = next(s for s in said if f.events[fit[0]].au in s)  # "..., point to happiness"
+    assert "happiness" in points and f.events[off[0]].au not in points
+    assert any(f.events[off[0]].au in s and "not part of that pattern" in s for s in said)
+    only_off = render.explanation(A, T0, SMILE.model_copy(update={"cite": [off[0]]}))
+    assert "point to" not in only_off.interpretation and "combine into" not in only_off.interpretation
+    assert "outside the facial pattern of happiness" in only_off.interpretation
+    assert not e.unfaithful_claims and not only_off.unfaithful_claims

@@ -8,12 +8,12 @@ import pytest
 from tools.analysis import Analysis, Sampling, SourceInfo, Track
 from tools.errors import FaceReasonError
 from tools.facs import AU_CODES, EMOTIONS
+from tools.summary import describe
 from tools.timeline import (
     MICRO_S,
     OFF_INTENSITY,
     annotate,
     build_timeline,
-    describe,
     observed_spans,
     smooth,
 )
