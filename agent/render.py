@@ -11,13 +11,12 @@ with the reason.
 
 from __future__ import annotations
 
-import random
-
 import prompts
 from agent import evidence as ev
 from agent import faithfulness
 from agent.decision import Answer, Decision
 from agent.evidence import FaceFacts
+from agent.phrases import Phrases, num, sentence, spans_text
 from agent.schema import CaptionSentence, Conclusion, EvidenceItem, Explanation, KeyObservation
 from tools.analysis import Analysis, Track
 from tools.facs import AU_NAMES
@@ -25,50 +24,6 @@ from tools.facs import AU_NAMES
 NEUTRAL = "neutral"
 CAPTION_ACTIONS = 2  # movements narrated per caption sentence
 ALT_BRIEF_SHARE = 0.15  # a reading set aside that led less of the face than this led "briefly"
-
-
-class _Phrases:
-    def __init__(self, analysis: Analysis, track: Track, seed: int):
-        self.a, self.t = analysis, track
-        self.rng = random.Random(f"{seed}:{track.track_id}")
-        self.p = prompts.load_yaml("render")
-        self.cues = prompts.load_yaml("au_cues")
-        self.emos = prompts.load_yaml("emotion_phrases")
-        self.subject = (self.rng.choice(self.p["subject"]) if len(analysis.tracks) <= 1
-                        else prompts.fill(self.rng.choice(self.p["subject_face"]), track=track.track_id))
-
-    def pick(self, key: str, **kw) -> str:
-        """A phrase of prompts/render.yaml (a seeded choice where the slot has several)."""
-        bank = self.p[key]
-        return prompts.fill(bank if isinstance(bank, str) else self.rng.choice(bank), **kw)
-
-    one = pick
-
-    def state(self, label: str) -> str:
-        """A phrase for the label's look, not the one used just before (if the bank has more)."""
-        bank = self.emos.get(label) or self.emos["_default"]
-        options = [p for p in bank["state"] if p != getattr(self, "_last_state", None)] or bank["state"]
-        self._last_state = self.rng.choice(options)
-        return prompts.fill(self._last_state, label=label)
-
-    def suggests(self, au: str, label: str) -> str:
-        cue = self.cues.get(au)
-        if not cue:
-            return "a facial movement"
-        return cue["suggests"].get(label) or cue["suggests"]["default"]
-
-    def action(self, au: str) -> str:
-        cue = self.cues.get(au)
-        return self.rng.choice(cue["action"]) if cue else f"{AU_NAMES.get(au, au)} activates"
-
-    def listing(self, items: list[str]) -> str:
-        if len(items) <= 1:
-            return "".join(items)
-        return ", ".join(items[:-1]) + f" {self.p['and_word']} " + items[-1]
-
-
-def _f(x: float) -> str:
-    return f"{x:.1f}"
 
 
 def told(label: str, d: Decision, f: FaceFacts) -> str:
@@ -88,13 +43,8 @@ def told(label: str, d: Decision, f: FaceFacts) -> str:
     return d.label
 
 
-def _sentence(text: str) -> str:
-    text = text.strip()
-    return text[0].upper() + text[1:] if text else text
-
-
 # ------------------------------------------------------------------ explanation
-def observations(f: FaceFacts, d: Decision, ph: _Phrases) -> list[KeyObservation]:
+def observations(f: FaceFacts, d: Decision, ph: Phrases) -> list[KeyObservation]:
     out = []
     for eid in sorted(d.cite, key=lambda i: (f.events[i].start, i)):
         e = f.events[eid]
@@ -104,7 +54,7 @@ def observations(f: FaceFacts, d: Decision, ph: _Phrases) -> list[KeyObservation
     return out
 
 
-def _cue_list(f: FaceFacts, ids: list[str], ph: _Phrases) -> str:
+def _cue_list(f: FaceFacts, ids: list[str], ph: Phrases) -> str:
     seen, items = set(), []
     for i in ids:
         e = f.events[i]
@@ -122,7 +72,7 @@ def prototype_aus(label: str) -> set[str]:
     return {code for p in cls["prototypes"] for item in p["aus"] for code in item.split("|")}
 
 
-def _alt_sentence(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) -> str:
+def _alt_sentence(analysis: Analysis, f: FaceFacts, d: Decision, ph: Phrases) -> str:
     alt = d.alt or ""
     if not d.why:
         # The mean over the face, said as a mean; where the reading led for a while, say where.
@@ -132,18 +82,18 @@ def _alt_sentence(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) -
             # "briefly" only where it was brief: WolfgangLanger's sadness leads 0.0-5.8 s of 19.7.
             share = sum(b - a for a, b in led) / max(f.track.end - f.track.start, 1e-9)
             key = "interp_alt_prob_brief" if share < ALT_BRIEF_SHARE else "interp_alt_prob_led"
-            return ph.pick(key, alt=_sentence(alt), prob=prob, spans=_spans(led))
-        return ph.pick("interp_alt_prob", alt=_sentence(alt), prob=prob)
+            return ph.pick(key, alt=sentence(alt), prob=prob, spans=spans_text(led))
+        return ph.pick("interp_alt_prob", alt=sentence(alt), prob=prob)
     aus = {f.events[i].au for i in d.why}
     verb = "are" if len(aus) > 1 else "is"
     mine, theirs = prototype_aus(d.label), prototype_aus(alt)
     # "part of X's pattern, not of Y's" only where the EMFACS table says so.
     key = "interp_alt_aus" if all(a in mine and a not in theirs for a in aus) else "interp_alt_plain"
-    return ph.pick(key, alt=_sentence(alt), alt_l=alt, cues=_cue_list(f, d.why, ph), verb=verb,
+    return ph.pick(key, alt=sentence(alt), alt_l=alt, cues=_cue_list(f, d.why, ph), verb=verb,
                    label=d.label)
 
 
-def interpretation(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) -> str:
+def interpretation(analysis: Analysis, f: FaceFacts, d: Decision, ph: Phrases) -> str:
     t = f.track
     probs = ev.mean_emotions(analysis, t)
     parts = []
@@ -171,7 +121,7 @@ def interpretation(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) 
         parts.append(ph.pick("interp_duchenne" if cheeks else "interp_smile_no_duchenne"))
     if len(d.arc) > 1:
         seq = " -> ".join(
-            f"{told(f.segments[i].label, d, f)} ({_f(f.segments[i].start)}-{_f(f.segments[i].end)} s"
+            f"{told(f.segments[i].label, d, f)} ({num(f.segments[i].start)}-{num(f.segments[i].end)} s"
             + (f", measured as {f.segments[i].label})" if told(f.segments[i].label, d, f) != f.segments[i].label
                else ")") for i in d.arc)
         parts.append(ph.pick("interp_sequence", sequence=seq))
@@ -180,7 +130,7 @@ def interpretation(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) 
     occ = ev.occluded_spans(t)
     if occ:
         parts.append(ph.pick("interp_occlusion", share=f"{ev.occluded_share(t):.0%}",
-                             spans=_spans(occ)))
+                             spans=spans_text(occ)))
     val, aro = ev.mean_affect(t)
     parts.append(ph.pick("interp_valence", valence=f"{val:+.2f}", arousal=f"{aro:+.2f}"))
     ctx = analysis.context
@@ -188,10 +138,6 @@ def interpretation(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) 
         scene, score = max(ctx.scene.items(), key=lambda kv: kv[1])
         parts.append(ph.pick("interp_context", scene=scene, score=f"{score:.2f}"))
     return " ".join(parts)
-
-
-def _spans(spans: list[tuple[float, float]]) -> str:
-    return ", ".join(f"{_f(a)} s" if b - a < 0.05 else f"{_f(a)}-{_f(b)} s" for a, b in spans[:3])
 
 
 def conclusion(track: Track, d: Decision) -> Conclusion:
@@ -202,7 +148,7 @@ def conclusion(track: Track, d: Decision) -> Conclusion:
 
 
 def _actions(f: FaceFacts, start: float, end: float, prefer: list[str], narrated: set[str],
-             ph: _Phrases, *, peak_by_end: bool = False) -> tuple[str, list[str]]:
+             ph: Phrases, *, peak_by_end: bool = False) -> tuple[str, list[str]]:
     """Caption phrase for the strongest movements that start inside [start, end]
     (cited events first), each event narrated once per caption (a cheek raise in the
     crying and another in the laughter are two movements); and their ids. With
@@ -247,14 +193,14 @@ def framed_arc(f: FaceFacts, d: Decision) -> list[str]:
     return ids
 
 
-def caption(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) -> list[CaptionSentence]:
+def caption(analysis: Analysis, f: FaceFacts, d: Decision, ph: Phrases) -> list[CaptionSentence]:
     """FEC-Bench-style caption sentences, each with its span and evidence ids."""
     t = f.track
     narrated: set[str] = set()  # event ids already in a sentence
     out: list[CaptionSentence] = []
 
     def add(text: str, start: float, end: float, ids: list[str]) -> None:
-        out.append(CaptionSentence(text=_sentence(text), start=round(start, 2), end=round(end, 2),
+        out.append(CaptionSentence(text=sentence(text), start=round(start, 2), end=round(end, 2),
                                    evidence=ids))
 
     if analysis.source.kind == "image" or t.n <= 1:
@@ -300,7 +246,7 @@ def caption(analysis: Analysis, f: FaceFacts, d: Decision, ph: _Phrases) -> list
                 max(last.start, last.end - (last.end - last.start) / 3), last.end, [arc_ids[-1]])
     occ = ev.occluded_spans(t)
     if occ:
-        add(ph.pick("caption_occluded", spans=_spans(occ)), occ[0][0], occ[-1][1], [])
+        add(ph.pick("caption_occluded", spans=spans_text(occ)), occ[0][0], occ[-1][1], [])
     return out
 
 
@@ -320,7 +266,7 @@ def explanation(analysis: Analysis, track: Track, d: Decision, *, seed: int = 0,
                 decided_by: str = "model", fallback_reason: str | None = None) -> Explanation:
     """The explanation of one face from its decision; the note is shown only if faithful."""
     f = ev.facts(analysis, track)
-    ph = _Phrases(analysis, track, seed)
+    ph = Phrases(analysis, track, seed)
     interp = interpretation(analysis, f, d, ph)
     withheld = []
     if d.note:
@@ -328,7 +274,7 @@ def explanation(analysis: Analysis, track: Track, d: Decision, *, seed: int = 0,
         if problems:
             withheld.append(f"the model's note {d.note!r} was withheld: {'; '.join(problems)}")
         else:
-            interp += " " + _sentence(d.note if d.note.endswith((".", "!", "?")) else d.note + ".")
+            interp += " " + sentence(d.note if d.note.endswith((".", "!", "?")) else d.note + ".")
     sents = caption(analysis, f, d, ph)
     refs = set(d.cite) | set(d.arc) | set(d.why) | {i for s in sents for i in s.evidence}
     return Explanation(
@@ -345,21 +291,21 @@ def answer(analysis: Analysis, track: Track, a: Answer, tool_results: dict[str, 
     """The reply to a follow-up: the model's sentence (if faithful), then one sentence per
     cited piece of evidence. Returns (text, withheld, times the answer is about)."""
     f = ev.facts(analysis, track)
-    ph = _Phrases(analysis, track, seed)
+    ph = Phrases(analysis, track, seed)
     facts_text, times = [], []
     for ref in a.ref:
         if ref in f.segments:
             s = f.segments[ref]
             acts, codes = _answer_actions(f, s.start, s.end, ph)
             key = "answer_segment_image" if track.n <= 1 else "answer_segment"
-            facts_text.append(ph.one(key, start=_f(s.start), end=_f(s.end), subject=ph.subject,
+            facts_text.append(ph.one(key, start=num(s.start), end=num(s.end), subject=ph.subject,
                                      state=ph.state(s.label), label=s.label,
                                      prob=f"{s.mean_prob:.2f}", actions=acts))
             times.append(s.start)
         elif ref in f.events:
             e = f.events[ref]
-            facts_text.append(ph.one("answer_event", au=e.au, name=e.name, start=_f(e.start),
-                                     end=_f(e.end), peak=f"{e.peak:.1f}", apex=_f(e.apex)))
+            facts_text.append(ph.one("answer_event", au=e.au, name=e.name, start=num(e.start),
+                                     end=num(e.end), peak=f"{e.peak:.1f}", apex=num(e.apex)))
             times.append(e.start)
         elif ref in tool_results:
             text, when = _tool_sentence(f, tool_results[ref], ph)
@@ -379,7 +325,7 @@ def answer(analysis: Analysis, track: Track, a: Answer, tool_results: dict[str, 
         if problems:
             withheld.append(f"the model's sentence {a.note!r} was withheld: {'; '.join(problems)}")
         else:
-            lead = _sentence(a.note if a.note.endswith((".", "!", "?")) else a.note + ".")
+            lead = sentence(a.note if a.note.endswith((".", "!", "?")) else a.note + ".")
     text = " ".join([lead, *facts_text]).strip()
     return text, withheld, times
 
@@ -399,7 +345,7 @@ def _scope(f: FaceFacts, a: Answer, tool_results: dict[str, dict]) -> tuple[floa
     return min(s for s, _ in spans), max(e for _, e in spans)
 
 
-def _answer_actions(f: FaceFacts, start: float, end: float, ph: _Phrases) -> tuple[str, list[str]]:
+def _answer_actions(f: FaceFacts, start: float, end: float, ph: Phrases) -> tuple[str, list[str]]:
     ids = [i for i in f.events_in(start, end) if f.events[i].au != "AU45"]
     seen, chosen = set(), []
     for i in ids:
@@ -415,7 +361,7 @@ def _answer_actions(f: FaceFacts, start: float, end: float, ph: _Phrases) -> tup
                   codes=codes), chosen
 
 
-def _tool_sentence(f: FaceFacts, r: dict, ph: _Phrases) -> tuple[str, list[float]]:
+def _tool_sentence(f: FaceFacts, r: dict, ph: Phrases) -> tuple[str, list[float]]:
     """One sentence for a tool result (time_window/moment or compare_moments)."""
     t = f.track
     if "t1" in r:  # compare_moments
@@ -428,8 +374,8 @@ def _tool_sentence(f: FaceFacts, r: dict, ph: _Phrases) -> tuple[str, list[float
             lab, dv = max(emo.items(), key=lambda kv: abs(kv[1]))
             changes.append(f"{lab} {'gains' if dv > 0 else 'loses'} {abs(dv):.2f} in probability")
         if not changes:
-            return ph.one("answer_compare_none", t1=_f(r["t1"]), t2=_f(r["t2"])), [r["t1"], r["t2"]]
-        return ph.one("answer_compare", t1=_f(r["t1"]), t2=_f(r["t2"]),
+            return ph.one("answer_compare_none", t1=num(r["t1"]), t2=num(r["t2"])), [r["t1"], r["t2"]]
+        return ph.one("answer_compare", t1=num(r["t1"]), t2=num(r["t2"]),
                       changes=ph.listing(changes)), [r["t1"], r["t2"]]
     centre = r.get("at", (r["start"] + r["end"]) / 2)
     lab, prob = next(iter(r.get("emotions", {}).items()), ("no emotion reading", 0.0))
@@ -443,11 +389,11 @@ def _tool_sentence(f: FaceFacts, r: dict, ph: _Phrases) -> tuple[str, list[float
     if strongest:
         acts = ph.one("answer_actions", actions=ph.listing([ph.action(c) for c, _ in strongest]),
                       codes=", ".join(f"{c} {v:.1f}" for c, v in strongest))
-        text = ph.one("answer_window", time=_f(centre), start=_f(r["start"]), end=_f(r["end"]),
+        text = ph.one("answer_window", time=num(centre), start=num(r["start"]), end=num(r["end"]),
                       label=lab, prob=f"{prob:.2f}", actions=acts, occluded=occl)
     else:
-        text = ph.one("answer_window_none", time=_f(centre), start=_f(r["start"]), end=_f(r["end"]),
+        text = ph.one("answer_window_none", time=num(centre), start=num(r["start"]), end=num(r["end"]),
                       label=lab, prob=f"{prob:.2f}", occluded=occl)
     if "note" in r:
-        text += " " + ph.one("answer_not_visible", track=t.track_id, start=_f(t.start), end=_f(t.end))
+        text += " " + ph.one("answer_not_visible", track=t.track_id, start=num(t.start), end=num(t.end))
     return text, [centre]

@@ -14,7 +14,7 @@ import pytest
 from agent_synthetic import make_analysis
 
 from agent import evidence as ev
-from agent import render
+from agent import phrases, render
 from agent.decision import (
     Answer,
     Decision,
@@ -291,7 +291,7 @@ def test_a_reading_set_aside_on_its_probability_is_told_by_its_mean_and_where_it
     t1 = A.track(1)
     share = sum(b - a for a, b in surprise) / (t1.end - t1.start)
     assert share >= render.ALT_BRIEF_SHARE  # a third of the face: not "briefly"
-    assert "though it led for " + render._spans(sorted(surprise)) + "." in e1.interpretation
+    assert "though it led for " + phrases.spans_text(sorted(surprise)) + "." in e1.interpretation
     assert "briefly" not in e1.interpretation
     e0 = render.explanation(A, T0, d)
     assert "averaged" in e0.interpretation and "led only briefly" not in e0.interpretation
