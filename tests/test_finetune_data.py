@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from finetune.data import builder, synthetic
+from finetune.data import builder, scenarios, synthetic
 
 
 @pytest.mark.parametrize("kind,label,must", [
@@ -42,12 +42,12 @@ def test_crying_then_laughing_keeps_both_in_order():
 
 def test_labels_match_the_spec_parameters():
     rng = np.random.default_rng(5)
-    spec = synthetic.scenario_spec("sequence", rng, 1, "id0001", 0.0, 6.0)
+    spec = scenarios.scenario_spec("sequence", rng, 1, "id0001", 0.0, 6.0)
     first, second = sorted(spec.phases, key=lambda p: p.onset)
     assert spec.segment_order == ["neutral", first.label, second.label]
     held = {p.label: p.release - p.apex for p in spec.phases}
     assert spec.label == max(held, key=held.get)
-    expected = sorted({a for p in spec.phases for a, v in p.aus.items() if v >= synthetic.TRUE_AU_MIN})
+    expected = sorted({a for p in spec.phases for a, v in p.aus.items() if v >= scenarios.TRUE_AU_MIN})
     assert spec.true_aus == expected
 
 
