@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 from agent import batch  # noqa: E402
+from agent.cluster import cluster  # noqa: E402
 from tools import assets  # noqa: E402
 
 
@@ -66,7 +67,7 @@ def main() -> None:
     import ray
 
     t0 = time.perf_counter()
-    with batch.cluster(workers=2):
+    with cluster(workers=2):
         report["ray_init_s"] = round(time.perf_counter() - t0, 2)
     for n in args.workers:
         walls, starts = [], []

@@ -20,6 +20,7 @@ import ray
 from openai_server import OpenAITestServer
 
 from agent import batch
+from agent import cluster as ray_cluster
 from agent.commands import result_json
 from tools import analyze, assets
 from tools.commands import analysis_json
@@ -50,7 +51,7 @@ def _by_name(rows) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def cluster():
     """One local Ray cluster with 2 CPUs for the whole file (the command's own helper)."""
-    with batch.cluster(workers=2):
+    with ray_cluster.cluster(workers=2):
         yield
 
 
