@@ -109,9 +109,8 @@ def interpretation(analysis: Analysis, f: FaceFacts, d: Decision, ph: Phrases) -
     if others:
         verb = "were" if len({f.events[i].au for i in others}) > 1 else "was"
         parts.append(ph.pick("interp_cues_outside" if fits else "interp_cues_none",
-                             cues=_cue_list(f, others, ph), verb=verb, label=d.label,
-                             prob=f"{probs.get(d.label, d.conf):.2f}"))
-    else:
+                             cues=_cue_list(f, others, ph), verb=verb, label=d.label))
+    if not d.cite:
         parts.append(ph.pick("interp_no_cues", label=d.label, prob=f"{probs.get(d.label, d.conf):.2f}"))
     cited = {f.events[i].au: f.events[i] for i in d.cite}
     if d.label == "happiness" and "AU12" in cited:

@@ -313,4 +313,9 @@ def test_cited_movements_outside_the_labels_pattern_are_not_said_to_point_to_it(
     only_off = render.explanation(A, T0, SMILE.model_copy(update={"cite": [off[0]]}))
     assert "point to" not in only_off.interpretation and "combine into" not in only_off.interpretation
     assert "outside the facial pattern of happiness" in only_off.interpretation
+    # Cues were cited, so the sentence for a record citing none is not added (it was, on
+    # 0-f1-su-ph.jpg: "... point to surprise. No cited Action Unit stands out, ...").
+    assert "No cited Action Unit" not in e.interpretation + only_off.interpretation
+    all_fit = render.explanation(A, T0, SMILE.model_copy(update={"cite": fit[:1]}))
+    assert "No cited Action Unit" not in all_fit.interpretation
     assert not e.unfaithful_claims and not only_off.unfaithful_claims
