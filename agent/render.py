@@ -54,6 +54,11 @@ def observations(f: FaceFacts, d: Decision, ph: Phrases) -> list[KeyObservation]
     return out
 
 
+def _several(f: FaceFacts, ids: list[str]) -> bool:
+    """Whether the events `ids` name more than one AU (a cue list's verb agrees with that)."""
+    return len({f.events[i].au for i in ids}) > 1
+
+
 def _cue_list(f: FaceFacts, ids: list[str], ph: Phrases) -> str:
     seen, items = set(), []
     for i in ids:
@@ -85,7 +90,7 @@ def _alt_sentence(analysis: Analysis, f: FaceFacts, d: Decision, ph: Phrases) ->
             return ph.pick(key, alt=sentence(alt), prob=prob, spans=spans_text(led))
         return ph.pick("interp_alt_prob", alt=sentence(alt), prob=prob)
     aus = {f.events[i].au for i in d.why}
-    verb = "are" if len(aus) > 1 else "is"
+    verb = "are" if _several(f, d.why) else "is"
     mine, theirs = prototype_aus(d.label), prototype_aus(alt)
     # "part of X's pattern, not of Y's" only where the EMFACS table says so.
     key = "interp_alt_aus" if all(a in mine and a not in theirs for a in aus) else "interp_alt_plain"
@@ -103,11 +108,10 @@ def interpretation(analysis: Analysis, f: FaceFacts, d: Decision, ph: Phrases) -
     fits = [i for i in d.cite if not pattern or f.events[i].au in pattern]
     others = [i for i in d.cite if i not in fits]
     if fits:
-        one = len({f.events[i].au for i in fits}) == 1
-        parts.append(ph.pick("interp_cue" if one else "interp_cues", cues=_cue_list(f, fits, ph),
+        parts.append(ph.pick("interp_cues" if _several(f, fits) else "interp_cue", cues=_cue_list(f, fits, ph),
                              label=d.label))
     if others:
-        verb = "were" if len({f.events[i].au for i in others}) > 1 else "was"
+        verb = "were" if _several(f, others) else "was"
         parts.append(ph.pick("interp_cues_outside" if fits else "interp_cues_none",
                              cues=_cue_list(f, others, ph), verb=verb, label=d.label))
     if not d.cite:
