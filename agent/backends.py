@@ -81,6 +81,7 @@ class Generation:
     seconds: float = 0.0
     constrained: bool = False  # the schema was enforced while decoding
     n_images: int = 0  # images the model actually received
+    steps: int | None = None  # forward passes of the model (prefill included), where known
     timings: dict[str, float] = field(default_factory=dict)
 
 

@@ -176,7 +176,7 @@ class LoopState(TypedDict):
 def _gen_stats(g: Any, kind: str) -> dict:
     return {"kind": kind, "tokens": g.n_tokens, "prompt_tokens": g.prompt_tokens,
             "cached_tokens": g.cached_tokens, "ttft": g.ttft, "seconds": round(g.seconds, 3),
-            "constrained": g.constrained, "images": g.n_images}
+            "constrained": g.constrained, "images": g.n_images, "steps": g.steps}
 
 
 def build_loop(backend: Backend, *, temperature: float = 0.0, seed: int = 0):

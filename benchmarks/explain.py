@@ -50,12 +50,13 @@ def one_run(path: Path, fps: float | None, max_new_tokens: int, backend: str = "
     total = time.perf_counter() - t0
     gens = r.stats.get("generations", [])
     session = ChatSession.start(r)
-    chat_s, chat_fallbacks = [], 0
+    chat_s, chat_fallbacks, answers = [], 0, []
     for q in CHAT_QUESTIONS:
         c0 = time.perf_counter()
         ans = chat(session, q)
         chat_s.append(time.perf_counter() - c0)
         chat_fallbacks += ans.fallback_used
+        answers.append(ans)
     first_model_ttft = next((g["ttft"] for g in gens if g["ttft"] is not None), None)
     return {
         "perception_s": r.timings.get("perception_s", 0.0),
@@ -68,6 +69,8 @@ def one_run(path: Path, fps: float | None, max_new_tokens: int, backend: str = "
         "tokens_per_s": r.timings.get("tokens_per_s", 0.0),
         "decode_tokens_per_s": r.timings.get("decode_tokens_per_s", 0.0),
         "prompt_tokens": next((g["prompt_tokens"] for g in gens), 0),
+        "steps_per_face": sum(g.get("steps") or 0 for g in gens) / max(len(r.explanations), 1),
+        "chat_answered_by": [ans.answered_by for ans in answers],
         "generation_s": r.timings.get("generation_s", 0.0),
         "turns": r.stats.get("turns", 0),
         "total_s": total,
@@ -92,7 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="F")
     ap.add_argument("--backend", default="auto",
                     help="auto (the ship rule's default), transformers (the fine-tuned model), engine")
+    ap.add_argument("--no-draft", action="store_true",
+                    help="decode forced tokens one by one (no ForcedDraft), for comparison")
     args = ap.parse_args(argv)
+    if args.no_draft:
+        from agent.transformers_backend import TransformersBackend
+
+        TransformersBackend.draft_forced = False
 
     t0 = time.perf_counter()
     warm = one_run(assets.media(args.videos[0]), args.fps, args.max_new_tokens, args.backend)
@@ -106,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(args.runs)]
         summary = {k: median(rows, k) for k in ("perception_s", "first_token_s", "model_ttft_s",
                                                 "tokens_per_s", "decode_tokens_per_s", "prompt_tokens",
-                                                "tokens", "tokens_per_face", "total_s", "turns",
+                                                "tokens", "tokens_per_face", "steps_per_face", "total_s", "turns",
                                                 "chat_s", "chat_fallback_rate")}
         faces = sum(r["faces"] for r in rows)
         summary["fallback_rate"] = sum(r["fallbacks"] for r in rows) / faces if faces else None
@@ -121,16 +130,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nmedian of {args.runs} runs, fps={args.fps or 'all frames'}, "
           f"load avg {report['machine']['load_avg_at_start']:.1f} -> {report['load_avg_at_end']:.1f}")
     print("| video | perception s | first token s (call / model turn) | tokens/s (all / decode) "
-          "| prompt tokens | generated tokens a face | total s | turns | fallback rate "
-          "| chat answer s | chat fallback rate |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| prompt tokens | generated tokens a face | forward passes a face | total s | turns "
+          "| fallback rate | chat answer s | chat fallback rate |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, v in report["videos"].items():
         m = v["median"]
         print(f"| {name} | {f(m['perception_s'])} | {f(m['first_token_s'])} / {f(m['model_ttft_s'])} "
               f"| {f(m['tokens_per_s'], 1)} / {f(m['decode_tokens_per_s'], 1)} | {f(m['prompt_tokens'], 0)} "
-              f"| {f(m['tokens_per_face'], 0)} | {f(m['total_s'])} | {f(m['turns'], 0)} "
+              f"| {f(m['tokens_per_face'], 0)} | {f(m['steps_per_face'], 0)} | {f(m['total_s'])} | {f(m['turns'], 0)} "
               f"| {f(m['fallback_rate'])} | {f(m['chat_s'])} | {f(m['chat_fallback_rate'])} |")
-    print(f"peak RSS {report['peak_rss_mb']:.0f} MB")
+    print(f"peak RSS {report['peak_rss_mb']:.0f} MB; chat answered by "
+          f"{sorted({b for v in report['videos'].values() for r in v['runs'] for b in r['chat_answered_by']})}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0

@@ -82,4 +82,26 @@ def test_a_record_streams_token_by_token(base):
     g = base.generate(decide_messages(A, 0), schema=decision_schema(f, A.emotion_labels),
                       max_new_tokens=160, on_token=pieces.append)
     assert "".join(pieces) == g.text and g.constrained
-    assert len(pieces) >= g.n_tokens // 2 and pieces[0].startswith("{") and len(pieces[0]) <= 8
+    # one piece per decode step (a step writes the tokens the schema forces, then one the
+    # model chose: ForcedDraft), the first before the record's first id is finished
+    assert len(pieces) >= g.steps - 1 >= 8 and pieces[0].startswith('{"cite":[') and len(pieces[0]) <= 14
+
+
+def test_forced_tokens_are_drafted_the_record_is_the_same(base):
+    """Assisted decoding with the grammar's forced tokens as the draft (ForcedDraft): the
+    greedy record is the one token-by-token decoding writes, in fewer forward passes."""
+    f = ev.facts(A, A.track(1))
+    msgs, schema = decide_messages(A, 1), decision_schema(f, A.emotion_labels)
+    try:
+        base.draft_forced = False
+        base._prefixes.clear()
+        plain = base.generate(msgs, schema=schema, max_new_tokens=160)
+        base.draft_forced = True
+        base._prefixes.clear()
+        drafted = base.generate(msgs, schema=schema, max_new_tokens=160)
+    finally:
+        base.draft_forced = True
+    assert drafted.text == plain.text and drafted.n_tokens == plain.n_tokens
+    parse_decision(drafted.text, f, A.emotion_labels)
+    assert plain.steps == plain.n_tokens  # the prefill writes the first token
+    assert drafted.steps < 0.75 * plain.steps, (drafted.steps, plain.steps)
