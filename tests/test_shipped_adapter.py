@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from agent import models
 from agent.models import DEFAULT_ADAPTER, ENV_ADAPTER, resolve_adapter
 
 
@@ -61,3 +62,32 @@ def test_shipped_adapter_decides_what_the_base_model_does_not(monkeypatch, analy
     d = parse_decision(tuned.text, f, a.emotion_labels)
     assert d.label == "happiness"  # a man breaking into a broad smile
     assert {f.events[i].au for i in d.cite} & {"AU06", "AU12"}
+
+
+def test_the_shipped_adapter_merged_once_is_kept_and_loads_the_same(tmp_path, monkeypatch):
+    """agent/models.py keeps the shipped adapter's merged weights: the second load reads
+    them without peft, and they are the weights the merge gave."""
+    import peft
+    import torch
+
+    from tools import assets
+
+    path = models.resolve_model(None)
+    monkeypatch.setattr(assets, "home", lambda: tmp_path)
+    adapter = str(models.DEFAULT_ADAPTER)
+    merged, _ = models.load(path, adapter=adapter, merge=True)
+    kept = models.merged_cache(path, adapter, "float32")
+    assert kept.is_relative_to(tmp_path) and (kept / "model.safetensors").is_file()
+
+    def no_peft(*_, **__):
+        raise AssertionError("the kept merge was not used")
+
+    monkeypatch.setattr(peft.PeftModel, "from_pretrained", no_peft)
+    again, _ = models.load(path, adapter=adapter, merge=True)
+    a, b = merged.state_dict(), again.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    base = models.load(path)[0].state_dict()
+    assert not all(torch.equal(base[k], a[k]) for k in a if "q_proj" in k)  # the LoRA is in them
+    # only the shipped adapter is kept, and only for inference in fp32
+    assert models.merged_cache(path, str(tmp_path), "float32") is None
+    assert models.merged_cache(path, adapter, "bfloat16") is None
