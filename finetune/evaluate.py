@@ -299,8 +299,7 @@ def evaluate(cfg_or_path: str | Path | dict, overrides: list[str] | dict | None 
                                  "target": _target_answer(r)[1],
                                  **{s: dump[f"{s}_answers"][k] for s in systems}}) + "\n")
         for k, q in enumerate(real_q):
-            fh.write(json.dumps({"id": q["id"], "question": q["q"], "expected": {"time": q["time"],
-                                 "label": q.get("label")},
+            fh.write(json.dumps({"id": q["id"], "question": q["q"], "expected": {k: q[k] for k in ("time", "end", "label") if k in q},
                                  **{s: dump[f"{s}_real"][k] for s in systems}}) + "\n")
     (out / "table.md").write_text(markdown_table(table))
     return table

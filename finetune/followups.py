@@ -6,7 +6,9 @@ format. This set asks the real clips what a user asks ("When does she start
 laughing?") and checks the answer against what a person sees in the frames
 (finetune/data/real_questions.yaml, times from tests/data/aus_labels.json):
 
-- time: the first time the rendered answer is about falls in the expected window;
+- time: the first time the rendered answer is about falls in the expected window
+  (`time`), or, for a question about when something stops, the end of the first
+  stretch it cites does (`end`);
 - label: the emotion the answer names is the expected one (where one is expected);
 - correct: both.
 
@@ -51,16 +53,31 @@ def tasks(items: list[dict]) -> list:
     return out
 
 
+def _spans(task, refs: list[str]) -> list[list[float]]:
+    """[start, end] of each cited piece of evidence (segment, event or tool result)."""
+    f, results = task.facts, task.toolbox.results
+    out = []
+    for r in refs:
+        span = f.segments.get(r) or f.events.get(r)
+        if span is not None:
+            out.append([round(span.start, 2), round(span.end, 2)])
+        elif "start" in results.get(r, {}):
+            out.append([round(results[r]["start"], 2), round(results[r]["end"], 2)])
+    return out
+
+
 def outcomes(tasks_: list) -> list[dict]:
-    """What each finished task answered: text, times, label, and whether the rules answered
-    (a task never run through a model is answered by the rules: the baseline)."""
+    """What each finished task answered: text, times, the spans it cites, label, and whether
+    the rules answered (a task never run through a model is answered by the rules: the
+    baseline)."""
     from agent.answers import answer_of
 
     out = []
     for t in tasks_:
         got = answer_of(t, t.question)
         out.append({"text": got.text, "times": [round(x, 2) for x in got.times],
-                    "label": got.record.label, "fallback": got.fallback})
+                    "spans": _spans(t, got.record.ref), "label": got.record.label,
+                    "fallback": got.fallback})
     return out
 
 
@@ -82,8 +99,12 @@ def score(items: list[dict], outs: list[dict]) -> dict:
         return {m: None for m in METRICS} | {"n": 0}
     time_ok, label_ok = [], []
     for it, o in zip(items, outs, strict=True):
-        lo, hi = it["time"]
-        time_ok.append(bool(o["times"]) and lo <= o["times"][0] <= hi)
+        if "end" in it:  # "When does she stop crying?": where the first cited stretch ends
+            lo, hi = it["end"]
+            time_ok.append(bool(o["spans"]) and lo <= o["spans"][0][1] <= hi)
+        else:
+            lo, hi = it["time"]
+            time_ok.append(bool(o["times"]) and lo <= o["times"][0] <= hi)
         label_ok.append("label" not in it or o["label"] == it["label"])
     correct = [a and b for a, b in zip(time_ok, label_ok, strict=True)]
     return {"n": len(items), "time": float(np.mean(time_ok)), "label": float(np.mean(label_ok)),

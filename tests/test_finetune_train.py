@@ -363,3 +363,10 @@ def test_real_follow_ups_score_the_answer_time_and_label_and_gate_the_chat():
     table["real_answers"]["sft"]["correct"] = 0.8
     assert followups.chat_check(table, "sft") == (True, [])
     assert not followups.chat_check(table, "grpo")[0]
+    # "When does she stop smiling?" is scored where the cited stretch ends (the smile runs
+    # 2.0-6.0 s): its start, 2.0 s, is in the first window and not the second
+    stop = {"id": "clip.mp4", "row": row, "q": "When does the person stop smiling?"}
+    outs = followups.rule_outcomes([stop])
+    assert outs[0]["spans"] == [[2.0, 6.0]]
+    assert followups.score([{**stop, "end": [5.5, 6.5]}], outs)["time"] == 1.0
+    assert followups.score([{**stop, "end": [1.5, 2.5]}], outs)["time"] == 0.0

@@ -132,6 +132,11 @@ VERBS = {  # how a person asks about each emotion
     "surprise": ["looking surprised"], "disgust": ["looking disgusted"],
     "contempt": ["smirking"], "neutral": ["relaxing"],
 }
+NOUNS = {  # the same, as the thing that starts or stops ("When does the smile start?")
+    "happiness": ["smile", "laughter"], "sadness": ["crying", "sadness"],
+    "anger": ["anger", "frown"], "fear": ["fear"], "surprise": ["surprise"],
+    "disgust": ["disgust"], "contempt": ["smirk"], "neutral": ["calm"],
+}
 SUBJECTS = ["she", "he", "the person"]
 
 
@@ -167,8 +172,8 @@ def questions(analysis: Analysis, track_id: int, decision: Decision, rng: random
     f = ev.facts(analysis, track)
     out: list[QA] = []
     video = analysis.source.kind == "video" and track.n > 1
-    kinds = ["moment", "onset", "choice", "why", "duration", "au", "compare", "absent", "inject"]
-    weights = [4, 3, 2, 2, 1, 1, 1, 1, 1] if video else [0, 0, 0, 4, 0, 2, 0, 1, 1]
+    kinds = ["moment", "onset", "offset", "choice", "why", "duration", "au", "compare", "absent", "inject"]
+    weights = [4, 4, 2, 2, 2, 1, 1, 1, 1, 1] if video else [0, 0, 0, 0, 4, 0, 2, 0, 1, 1]
     subject = rng.choice(SUBJECTS)
     for _ in range(n):
         kind = rng.choices(kinds, weights)[0]
@@ -184,8 +189,19 @@ def questions(analysis: Analysis, track_id: int, decision: Decision, rng: random
             lab = rng.choice(labels_present)
             sid = next(i for i, s in f.segments.items() if s.label == lab)
             verb = rng.choice(VERBS.get(lab, [f"showing {lab}"]))
+            noun = rng.choice(NOUNS.get(lab, [lab]))
             q = rng.choice([f"When does {subject} start {verb}?", f"At what time is {subject} {verb}?",
-                            f"When do we see {lab}?"])
+                            f"When do we see {lab}?", f"When does the {noun} start?",
+                            f"When does {subject} begin {verb}?"])
+            out.append(QA(q, None, Answer(ref=[sid], label=lab, note=""), kind))
+        elif kind == "offset" and labels_present:
+            # "When does she stop crying?": the last stretch of that reading (where it ends)
+            lab = rng.choice(labels_present)
+            sid = [i for i, s in f.segments.items() if s.label == lab][-1]
+            verb = rng.choice(VERBS.get(lab, [f"showing {lab}"]))
+            noun = rng.choice(NOUNS.get(lab, [lab]))
+            q = rng.choice([f"When does {subject} stop {verb}?", f"When does the {noun} end?",
+                            f"When is {subject} no longer {verb}?", f"When does the {noun} stop?"])
             out.append(QA(q, None, Answer(ref=[sid], label=lab, note=""), kind))
         elif kind == "choice":
             t = round(rng.uniform(track.start, track.end), 1)
@@ -231,7 +247,8 @@ def questions(analysis: Analysis, track_id: int, decision: Decision, rng: random
             if not missing:
                 continue
             lab = rng.choice(missing)
-            q = f"When does {subject} start {rng.choice(VERBS[lab])}?"
+            q = rng.choice([f"When does {subject} start {rng.choice(VERBS[lab])}?",
+                            f"When does the {rng.choice(NOUNS[lab])} start?"])
             out.append(QA(q, None, Answer(ref=[], label=None,
                                           note=rng.choice(_notes()["answer"]["absent"])), kind))
     return out
