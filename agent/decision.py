@@ -62,10 +62,15 @@ class ToolRequest(_Record):
 
 
 class Answer(_Record):
-    """The model's answer to a follow-up question (the evidence first, then what it names)."""
+    """The model's answer to a follow-up question: what it names, then the evidence.
 
-    ref: list[str] = Field(default_factory=list, description="ids of the evidence it rests on")
+    The label comes first: a question names its emotion ("When does she start
+    laughing?"), and the segment ids carry their label (happiness1), so the model picks
+    the evidence of the emotion it has named. With the evidence first, SFT v6 named
+    happiness and cited the 0.9 s fear flicker on WolfgangLanger_Pexels.mp4."""
+
     label: str | None = Field(None, description="the emotion the answer names, if any")
+    ref: list[str] = Field(default_factory=list, description="ids of the evidence it rests on")
     note: str = Field("", description="one short sentence answering the question")
 
 
@@ -104,12 +109,25 @@ def decision_schema(f: FaceFacts, labels: list[str]) -> dict:
         "additionalProperties": False}
 
 
-def answer_schema(refs: list[str], labels: list[str]) -> dict:
+def _answer_object(label: dict, refs: list[str]) -> dict:
     return {"type": "object", "properties": {
+        "label": label,
         "ref": _ids(refs, MAX_CITE),
-        "label": {"anyOf": [{"enum": list(labels)}, {"type": "null"}]},
         "note": _text(NOTE_CHARS),
-    }, "required": ["ref", "label", "note"], "additionalProperties": False}
+    }, "required": ["label", "ref", "note"], "additionalProperties": False}
+
+
+def answer_schema(refs: list[str], labels: list[str], segments: dict[str, str] | None = None) -> dict:
+    """An answer record citing `refs`. With `segments` (segment id -> its label), an answer
+    that names an emotion cites only stretches of that emotion (events and tool results
+    stay open to every answer): a happiness answer resting on sadness1 contradicts its own
+    evidence. SFT v7 named happiness for "When does she start laughing?" and cited
+    sadness1, the first stretch of the clip."""
+    if not segments:
+        return _answer_object({"anyOf": [{"enum": list(labels)}, {"type": "null"}]}, refs)
+    return {"anyOf": [*(_answer_object({"const": lab}, [r for r in refs if segments.get(r, lab) == lab])
+                        for lab in labels),
+                      _answer_object({"type": "null"}, refs)]}
 
 
 # Bounds keep a runaway number ("1111...", "6.2626...") out of a tool request: times
@@ -225,10 +243,16 @@ def parse_decision(obj: dict | str, f: FaceFacts, labels: list[str]) -> Decision
                                 "note": d.note.strip()[:NOTE_CHARS]})
 
 
-def parse_answer(obj: dict | str, refs: list[str], labels: list[str]) -> Answer:
-    """An Answer whose ids are among `refs` (the face's and its tool results')."""
+def parse_answer(obj: dict | str, refs: list[str], labels: list[str],
+                 segments: dict[str, str] | None = None) -> Answer:
+    """An Answer whose ids are among `refs` (the face's and its tool results'); with
+    `segments` (id -> label), the stretches it cites are of the emotion it names."""
     a = _validate(Answer, obj, "answer")
     if a.label is not None and a.label not in labels:
         raise RecordError(f"label '{a.label}' is not in the label set")
+    other = [r for r in a.ref if a.label is not None and segments and segments.get(r, a.label) != a.label]
+    if other:
+        raise RecordError(f"the answer names {a.label} but cites {', '.join(other)}, "
+                          f"a stretch of another emotion")
     return a.model_copy(update={"ref": _check_ids("ref", a.ref, set(refs))[:MAX_CITE],
                                 "note": a.note.strip()[:NOTE_CHARS]})

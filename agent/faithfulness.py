@@ -9,7 +9,8 @@ each violation is one sentence:
   when one is given), unless its clause negates it ("no AU04");
 - an AU code must not be given another AU's FACS name ("AU23 (lip corner puller)");
 - an AU with a clear affective direction must not be given the opposite one
-  ("AU12 suggests an unhappy mouth"; prompts/au_cues.yaml `valence`);
+  ("AU12 suggests an unhappy mouth"; prompts/au_cues.yaml `valence`), unless
+  the emotion's EMFACS prototypes contain it (AU12 in contempt);
 - a Duchenne smile needs AU06 with AU12, not another pairing;
 - an intensity cited for an AU must not exceed its measured peak by more
   than `INTENSITY_SLACK`;
@@ -55,6 +56,13 @@ def lexicon() -> tuple[list[tuple[str, str]], dict[str, int], list[str], list[st
     valence = {lab: int(v.get("valence", 0)) for lab, v in data["labels"].items()}
     return (sorted(pairs, key=lambda p: (-len(p[0]), p[0])), valence, list(data["negators"]),
             list(data["post_negators"]))
+
+
+@functools.cache
+def _pattern_aus(label: str) -> frozenset[str]:
+    """The AUs of `label`'s EMFACS prototypes (prompts/emfacs.yaml)."""
+    cls = prompts.load_yaml("emfacs")["classes"].get(label) or {}
+    return frozenset(au for p in cls.get("prototypes", []) for au in p["aus"])
 
 
 def _has(words: list[str], text: str) -> bool:
@@ -159,7 +167,9 @@ def check_words(text: str, analysis: Analysis, track: Track, *, allowed_labels: 
             # mouth"); "AU01, AU04 and AU12 point to sadness" weighs several cues together.
             if v and len({au_code(x.group(1)) for x in _AU.finditer(clause)}) == 1:
                 for _, lab, neg in emotion_mentions(clause):
-                    if not neg and valence.get(lab, 0) == -v:
+                    # EMFACS lists some such AUs in an emotion of the other sign (AU12 in
+                    # contempt, R12A+R14A): there the pairing is the table's, not a reversal
+                    if not neg and valence.get(lab, 0) == -v and code not in _pattern_aus(lab):
                         out.append(f"{prefix}gives {code} ({AU_NAMES.get(code, code)}) the opposite "
                                    f"meaning: it signals {'positive' if v > 0 else 'negative'} "
                                    f"affect, not {lab}")

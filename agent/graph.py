@@ -126,11 +126,14 @@ class Task:
         f = self.facts
         return [*f.segments, *f.events, *self.toolbox.results]
 
+    def segment_labels(self) -> dict[str, str]:
+        return {i: s.label for i, s in self.facts.segments.items()}
+
     def final_schema(self) -> dict:
         labels = self.analysis.emotion_labels
         if self.kind == "decide":
             return decision_schema(self.facts, labels)
-        return answer_schema(self.refs(), labels)
+        return answer_schema(self.refs(), labels, self.segment_labels())
 
     def request(self) -> Request:
         asked = times_in(self.question) if self.kind == "answer" and self.rounds == 0 else []
@@ -159,7 +162,8 @@ class Task:
             if self.kind == "decide":
                 self.record = parse_decision(obj, self.facts, self.analysis.emotion_labels)
             else:
-                self.record = parse_answer(obj, self.refs(), self.analysis.emotion_labels)
+                self.record = parse_answer(obj, self.refs(), self.analysis.emotion_labels,
+                                           self.segment_labels())
         except RecordError as exc:
             self.problem = str(exc)
             if self.repairs >= MAX_REPAIRS:

@@ -83,6 +83,15 @@ def test_the_decided_label_and_a_scope_change_what_may_be_named():
     assert check_words("The person is smiling.", A, T0, scope=(2.5, 4.0)) == []
 
 
+def test_an_au_in_the_emotions_own_emfacs_pattern_is_not_a_reversal():
+    """AU12 is positive on its own, but EMFACS codes contempt as R12A+R14A: "AU12 points to
+    contempt" pairs them as the table does, "AU12 points to sadness" reverses AU12."""
+    ok = check_words("AU12 (lip corner puller) points to contempt.", A, T0, allowed_labels={"contempt"})
+    assert not any("opposite meaning" in c for c in ok), ok
+    bad = check_words("AU12 (lip corner puller) points to sadness.", A, T0, allowed_labels={"sadness"})
+    assert any("opposite meaning" in c for c in bad), bad
+
+
 def test_emotion_mentions_read_phrases_and_negation():
     got = [(lab, neg) for _, lab, neg in emotion_mentions("Crying gives way to laughter, not fear.")]
     assert got == [("sadness", False), ("happiness", False), ("fear", True)]

@@ -77,6 +77,29 @@ def test_schema_enumerates_this_faces_ids_and_labels():
     assert {"moment", "time_window", "list_events", "compare_moments"} <= tools
 
 
+def test_an_answer_naming_an_emotion_cites_only_its_stretches():
+    """answer_schema with the face's segments: a happiness answer may cite happiness1, any
+    event or tool result, never neutral1; a label-less answer may cite anything. The JSON
+    schema is checked by jsonschema, parse_answer says the same for a server that ignores it."""
+    import jsonschema
+
+    segs = {"neutral1": "neutral", "happiness1": "happiness"}
+    refs = ["neutral1", "happiness1", "AU12a", "W1"]
+    s = answer_schema(refs, A.emotion_labels, segs)
+    ok = [{"label": "happiness", "ref": ["happiness1", "AU12a"], "note": ""},
+          {"label": "neutral", "ref": ["neutral1", "W1"], "note": ""},
+          {"label": None, "ref": ["neutral1", "happiness1"], "note": ""}]
+    for rec in ok:
+        jsonschema.validate(rec, s)
+        parse_answer(rec, refs, A.emotion_labels, segs)
+    bad = {"label": "happiness", "ref": ["neutral1"], "note": ""}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, s)
+    with pytest.raises(RecordError, match="cites neutral1, a stretch of another emotion"):
+        parse_answer(bad, refs, A.emotion_labels, segs)
+    parse_answer(bad, refs, A.emotion_labels)  # without the segments, only the ids are checked
+
+
 def test_parse_checks_the_record_against_the_face():
     ok = parse_decision(json.dumps({**SMILE.model_dump(), "arc": ["happiness1", "neutral1"]}), F0,
                         A.emotion_labels)
