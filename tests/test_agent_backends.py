@@ -79,6 +79,7 @@ def test_a_record_streams_token_by_token(base):
     # as it is written, not in one piece near the end.
     f = ev.facts(A, A.track(0))
     pieces: list[str] = []
+    base._prefixes.clear()  # a new prompt: its forced tokens are drafted
     g = base.generate(decide_messages(A, 0), schema=decision_schema(f, A.emotion_labels),
                       max_new_tokens=160, on_token=pieces.append)
     assert "".join(pieces) == g.text and g.constrained

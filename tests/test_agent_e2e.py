@@ -31,11 +31,8 @@ def _is_subsequence(small, big) -> bool:
 
 SYSTEMS = {"model": "transformers", "engine": "engine"}
 # What the fine-tuned model still gets wrong on the real media (docs/training.md, section 6).
-# Measured 2026-12-02 with the SFT v5 adapter; see docs/training.md.
+# Measured 2026-12-02 with the SFT v7 adapter; see docs/training.md.
 MODEL_GAPS: dict[str, str] = {
-    "chat_onset": "issue 12: SFT v5 answers \"When does he start smiling?\" on single_face.mp4 with "
-                  "\"The face never shows that\"; its chat fails the chat rule (real follow-ups "
-                  "0.62 vs rules 0.88), so the rules answer follow-ups by default",
 }
 
 
