@@ -151,10 +151,11 @@ def merged_cache(model_path: str, adapter: str | None, dtype: str) -> Path | Non
 
 def _keep_merged(net: Any, where: Path) -> None:
     """Save merged weights for the next start; a cache that cannot be written is skipped."""
-    tmp = where.with_name(where.name + ".partial")
+    tmp = where.with_name(f"{where.name}.partial-{os.getpid()}")  # one per process
     try:
         for old in where.parent.glob(where.name.rsplit("-", 1)[0] + "-*"):  # an earlier shipped adapter
-            shutil.rmtree(old, ignore_errors=True)
+            if not old.name.startswith(where.name):
+                shutil.rmtree(old, ignore_errors=True)
         net.save_pretrained(tmp)
         tmp.rename(where)
     except OSError:
