@@ -70,7 +70,7 @@ def cite_events(f: ev.FaceFacts, label: str) -> list[str]:
     best: dict[str, str] = {}
     for eid, e in sorted(f.events.items(), key=lambda kv: -kv[1].peak):
         best.setdefault(e.au, eid)
-    own = render.prototype_aus(label)
+    own = ev.prototype_aus(label)
     mine = [i for au, i in best.items() if au in own]
     others = [i for au, i in best.items() if au not in own and au != "AU45"]
     chosen = mine[:MAX_CITE]

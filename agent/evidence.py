@@ -8,6 +8,7 @@ segments, the views fall back on the raw series so the agent still has facts.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -35,6 +36,17 @@ class AUSpan:
     apex: float
     peak: float
     micro: bool = False
+
+
+@functools.cache
+def prototype_aus(label: str) -> frozenset[str]:
+    """The AUs of a label's EMFACS prototypes and major variants (prompts/emfacs.yaml; empty
+    for other labels): what the renderer says "points to" a label, and what the faithfulness
+    check lets a text pair with it."""
+    cls = prompts.load_yaml("emfacs")["classes"].get(label)
+    if not cls:
+        return frozenset()
+    return frozenset(code for p in cls["prototypes"] for item in p["aus"] for code in item.split("|"))
 
 
 def au_names(analysis: Analysis) -> dict[str, str]:

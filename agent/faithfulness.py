@@ -58,13 +58,6 @@ def lexicon() -> tuple[list[tuple[str, str]], dict[str, int], list[str], list[st
             list(data["post_negators"]))
 
 
-@functools.cache
-def _pattern_aus(label: str) -> frozenset[str]:
-    """The AUs of `label`'s EMFACS prototypes (prompts/emfacs.yaml)."""
-    cls = prompts.load_yaml("emfacs")["classes"].get(label) or {}
-    return frozenset(au for p in cls.get("prototypes", []) for au in p["aus"])
-
-
 def _has(words: list[str], text: str) -> bool:
     # "n't" is glued to its verb ("doesn't"), every other negator is a word of its own
     return any(re.search(("" if n == "n't" else r"(?<![a-z'])") + re.escape(n) + r"(?![a-z])", text)
@@ -169,7 +162,7 @@ def check_words(text: str, analysis: Analysis, track: Track, *, allowed_labels: 
                 for _, lab, neg in emotion_mentions(clause):
                     # EMFACS lists some such AUs in an emotion of the other sign (AU12 in
                     # contempt, R12A+R14A): there the pairing is the table's, not a reversal
-                    if not neg and valence.get(lab, 0) == -v and code not in _pattern_aus(lab):
+                    if not neg and valence.get(lab, 0) == -v and code not in ev.prototype_aus(lab):
                         out.append(f"{prefix}gives {code} ({AU_NAMES.get(code, code)}) the opposite "
                                    f"meaning: it signals {'positive' if v > 0 else 'negative'} "
                                    f"affect, not {lab}")

@@ -11,7 +11,6 @@ with the reason.
 
 from __future__ import annotations
 
-import prompts
 from agent import evidence as ev
 from agent import faithfulness
 from agent.decision import Answer, Decision
@@ -69,14 +68,6 @@ def _cue_list(f: FaceFacts, ids: list[str], ph: Phrases) -> str:
     return ph.listing(items)
 
 
-def prototype_aus(label: str) -> set[str]:
-    """The AUs of a label's EMFACS prototypes and major variants (empty for other labels)."""
-    cls = prompts.load_yaml("emfacs")["classes"].get(label)
-    if not cls:
-        return set()
-    return {code for p in cls["prototypes"] for item in p["aus"] for code in item.split("|")}
-
-
 def _alt_sentence(analysis: Analysis, f: FaceFacts, d: Decision, ph: Phrases) -> str:
     alt = d.alt or ""
     if not d.why:
@@ -91,7 +82,7 @@ def _alt_sentence(analysis: Analysis, f: FaceFacts, d: Decision, ph: Phrases) ->
         return ph.pick("interp_alt_prob", alt=sentence(alt), prob=prob)
     aus = {f.events[i].au for i in d.why}
     verb = "are" if _several(f, d.why) else "is"
-    mine, theirs = prototype_aus(d.label), prototype_aus(alt)
+    mine, theirs = ev.prototype_aus(d.label), ev.prototype_aus(alt)
     # "part of X's pattern, not of Y's" only where the EMFACS table says so.
     key = "interp_alt_aus" if all(a in mine and a not in theirs for a in aus) else "interp_alt_plain"
     return ph.pick(key, alt=sentence(alt), alt_l=alt, cues=_cue_list(f, d.why, ph), verb=verb,
@@ -104,7 +95,7 @@ def interpretation(analysis: Analysis, f: FaceFacts, d: Decision, ph: Phrases) -
     parts = []
     # Cited movements outside the label's EMFACS pattern are told apart, not said to
     # "point to" it (AU09, the nose wrinkler, does not point to happiness).
-    pattern = prototype_aus(d.label)
+    pattern = ev.prototype_aus(d.label)
     fits = [i for i in d.cite if not pattern or f.events[i].au in pattern]
     others = [i for i in d.cite if i not in fits]
     if fits:

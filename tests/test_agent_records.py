@@ -324,7 +324,7 @@ def test_a_reading_set_aside_on_its_probability_is_told_by_its_mean_and_where_it
 def test_cited_movements_outside_the_labels_pattern_are_not_said_to_point_to_it():
     """The demo said AU01, AU09, AU23, AU02 and AU06 'point to happiness': only AU06 does."""
     f = ev.facts(A, T0)
-    happy = render.prototype_aus("happiness")
+    happy = ev.prototype_aus("happiness")
     fit = [i for i in f.events if f.events[i].au in happy]
     off = [i for i in f.events if f.events[i].au not in happy]
     assert fit and off

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 import prompts
-from agent import engine, faithfulness, render
+from agent import engine, faithfulness
 from agent import evidence as ev
 from agent.decision import MAX_CITE, MAX_WHY, Answer, Decision, ToolRequest
 from tools.analysis import Analysis
@@ -111,7 +111,7 @@ def truth_decision(analysis: Analysis, track_id: int, *, label: str, aus: list[s
     if rule.label != label:
         # Overriding the rules: their label is ruled out, and its segments tell the truth.
         alt = rule.label
-        theirs = render.prototype_aus(alt)
+        theirs = ev.prototype_aus(alt)
         why = [i for i in cite if f.events[i].au not in theirs][:MAX_WHY]
         conf = 0.6
         arc = arc_for(f, order, {alt: label} if alt not in order else None)
