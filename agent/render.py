@@ -324,16 +324,21 @@ def answer(analysis: Analysis, track: Track, a: Answer, tool_results: dict[str, 
     return text, withheld, times
 
 
+def ref_spans(f: FaceFacts, refs: list[str], tool_results: dict[str, dict]) -> list[tuple[float, float]]:
+    """(start, end) of each cited piece of evidence: a segment, an event or a tool result."""
+    spans = []
+    for r in refs:
+        span = f.segments.get(r) or f.events.get(r)
+        if span is not None:
+            spans.append((span.start, span.end))
+        elif "start" in tool_results.get(r, {}):
+            spans.append((tool_results[r]["start"], tool_results[r]["end"]))
+    return spans
+
+
 def _scope(f: FaceFacts, a: Answer, tool_results: dict[str, dict]) -> tuple[float, float] | None:
     """The time span an answer is about, for checking the emotions its sentence names."""
-    spans = []
-    for r in a.ref:
-        if r in f.segments:
-            spans.append((f.segments[r].start, f.segments[r].end))
-        elif r in f.events:
-            spans.append((f.events[r].start, f.events[r].end))
-        elif r in tool_results and "start" in tool_results[r]:
-            spans.append((tool_results[r]["start"], tool_results[r]["end"]))
+    spans = ref_spans(f, a.ref, tool_results)
     if not spans:
         return None
     return min(s for s, _ in spans), max(e for _, e in spans)

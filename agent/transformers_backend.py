@@ -279,9 +279,8 @@ class TransformersBackend(Backend):
             # drafts the tokens its schema forces.
             if self.draft_forced and schemas[0] and cached < len(ids) // 2:
                 cached, past = 0, None
-                drafter = _forced_drafter_class()(
-                    _Follow(_matcher(self._lltokenizer(), schemas[0]), n_prompt),
-                    n_prompt + requests[0].max_new_tokens)
+                # the mask's matcher: _Follow.sync puts it where the draft starts
+                drafter = _forced_drafter_class()(grammar.rows[0], n_prompt + requests[0].max_new_tokens)
                 gen_kwargs["prompt_lookup_num_tokens"] = 1  # selects assisted decoding; ForcedDraft drafts
             if past is not None:
                 gen_kwargs["past_key_values"] = past

@@ -53,30 +53,19 @@ def tasks(items: list[dict]) -> list:
     return out
 
 
-def _spans(task, refs: list[str]) -> list[list[float]]:
-    """[start, end] of each cited piece of evidence (segment, event or tool result)."""
-    f, results = task.facts, task.toolbox.results
-    out = []
-    for r in refs:
-        span = f.segments.get(r) or f.events.get(r)
-        if span is not None:
-            out.append([round(span.start, 2), round(span.end, 2)])
-        elif "start" in results.get(r, {}):
-            out.append([round(results[r]["start"], 2), round(results[r]["end"], 2)])
-    return out
-
-
 def outcomes(tasks_: list) -> list[dict]:
     """What each finished task answered: text, times, the spans it cites, label, and whether
     the rules answered (a task never run through a model is answered by the rules: the
     baseline)."""
     from agent.answers import answer_of
+    from agent.render import ref_spans
 
     out = []
     for t in tasks_:
         got = answer_of(t, t.question)
+        spans = ref_spans(t.facts, got.record.ref, t.toolbox.results)
         out.append({"text": got.text, "times": [round(x, 2) for x in got.times],
-                    "spans": _spans(t, got.record.ref), "label": got.record.label,
+                    "spans": [[round(a, 2), round(b, 2)] for a, b in spans], "label": got.record.label,
                     "fallback": got.fallback})
     return out
 
