@@ -13,8 +13,9 @@ Where a frame becomes an AU vector, top to bottom:
    of the learned linear map, solved for all frames at once.
 3. Blendshapes: each AU's ARKit-style counterpart(s) (table `BLENDSHAPE_AU` and
    docs/aus.md), rescaled from a resting level to a full level.
-4. Per-track neutral baseline (a low percentile of each source over the track,
-   shrunk towards the population rest for short tracks and stills), fusion of
+4. Per-track neutral baseline (the median of the frames seen at rest, where a
+   track has them, `rest_frames`; else a low percentile of each source over the
+   track, shrunk towards the population rest for short tracks and stills), fusion of
    the two sources (AU12 capped by geometry: crying fires the smile blendshapes),
    median smoothing (keeps onsets sharp), eye closure split into blink (AU45,
    short) and eyes closed (AU43, sustained), occurrence with hysteresis.
@@ -96,6 +97,21 @@ LIP_GAP_FULL = 25.0
 BASELINE_PERCENTILE = 10.0
 BASELINE_MAX = 1.5  # a resting face may read up to this much as an AU; more is expression
 BASELINE_FULL_S = 2.0  # tracks at least this long get the full per-track baseline
+# Rest frames: where the track's blendshapes (after their own baseline) show no
+# movement above REST_ACTIVITY and the lips are closed. Where a track has at least
+# REST_MIN_S of them, the geometry's resting shape is their median reading, capped at
+# REST_MAX instead of BASELINE_MAX: the evidence says the face is at rest there, so a
+# large reading is the person (or the PLS mean face's mismatch), not an expression.
+REST_ACTIVITY = 1.0
+# The actions whose blendshape only adds to a resting face. Left out: eye closure
+# (blinks are not expressions) and the brow and chin channels (AU01, AU02, AU17,
+# AU28), whose resting level a smile lowers (browInnerUp falls as the cheeks rise),
+# so a percentile baseline taken over a smiling clip makes its rest read as movement.
+REST_CUES = ("AU04", "AU05", "AU07", "AU10", "AU12", "AU14", "AU15", "AU20", "AU24", "AU26")
+REST_MIN_S = 0.3
+REST_MAX = 5.0
+REST_CLEAR = 0.05  # occlusion score at most this: a clearly seen face (fingers near the
+                   # mouth score 0.1-0.35 without crossing the unreliable line)
 BLINK_MAX_S = 0.5  # eye closures shorter than this are blinks (AU45), longer AU43
 SMOOTH_S = 0.12
 # Ridge on the AU coefficients (relative to the mean diagonal of the normal matrix):
@@ -228,13 +244,14 @@ def blendshape_aus(blendshapes: np.ndarray) -> np.ndarray:
 
 
 def geometry_aus(aligned: np.ndarray, ok: np.ndarray | None = None,
-                 duration: float = 0.0) -> np.ndarray:
+                 duration: float = 0.0, rest: np.ndarray | None = None) -> np.ndarray:
     """(n, K) FACS-scale evidence from the PLS inversion, NaN where the model has no AU.
 
     The per-track resting face is removed in the model's own coordinates: an
     unconstrained (ridge) fit gives each frame's AU reading, its low percentile
-    over the track is the person's resting shape, and the bounded fit then
-    explains only the movement away from it. (Subtracting after the bounded fit
+    over the track (or its median over `rest` frames, where given) is the
+    person's resting shape, and the bounded fit then explains only the movement
+    away from it. (Subtracting after the bounded fit
     does not work: a face whose rest shape reads as AU12 pins AU12 at the bound.)
     """
     m = pls_model()
@@ -242,8 +259,11 @@ def geometry_aus(aligned: np.ndarray, ok: np.ndarray | None = None,
     if duration > 0 and len(aligned) >= 3:
         free = fit_pls(aligned, iters=0, bounded=False)
         keep = np.ones(len(aligned), bool) if ok is None else ok
-        offset = _baseline(free * 5.0, np.repeat(keep[:, None], m.n_aus, 1), duration,
-                           lower=-BASELINE_MAX)[None] / 5.0
+        if rest is not None and rest.any():
+            offset = np.clip(np.median(free[rest & keep], axis=0) * 5.0, -REST_MAX, REST_MAX)[None] / 5.0
+        else:
+            offset = _baseline(free * 5.0, np.repeat(keep[:, None], m.n_aus, 1), duration,
+                               lower=-BASELINE_MAX)[None] / 5.0
     est = 5.0 * fit_pls(aligned, offset=offset)
     out = np.full((len(aligned), K), np.nan)
     for j, au in enumerate(m.columns[: m.n_aus]):
@@ -275,6 +295,22 @@ def _baseline(x: np.ndarray, ok: np.ndarray, duration: float,
         b = np.nanpercentile(masked, BASELINE_PERCENTILE, axis=0)
     b = np.nan_to_num(b, nan=0.0)
     return np.clip(b, lower, BASELINE_MAX) * min(1.0, duration / BASELINE_FULL_S)
+
+
+def rest_frames(bsa: np.ndarray, lips: np.ndarray, ok: np.ndarray,
+                timestamps: np.ndarray) -> np.ndarray | None:
+    """(n,) True where a track's face is at rest, or None where the track has too
+    little rest to tell (stills, short clips, one expression throughout).
+
+    At rest = every blendshape AU in REST_CUES below REST_ACTIVITY after the
+    track's own baseline, and the lips closed.
+    """
+    if len(timestamps) < 3:
+        return None
+    moving = bsa[:, [AU_CODES.index(a) for a in REST_CUES]]
+    rest = ok & (moving.max(1) < REST_ACTIVITY) & (lips < REST_ACTIVITY)
+    fps = (len(timestamps) - 1) / max(float(timestamps[-1] - timestamps[0]), 1e-6)
+    return rest if rest.sum() >= max(3, REST_MIN_S * fps) else None
 
 
 def _median_time(x: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
@@ -333,13 +369,16 @@ def _check(landmarks, blendshapes, pose, timestamps, reliable):
 
 
 def estimate(landmarks: np.ndarray, blendshapes: np.ndarray, pose: np.ndarray,
-             timestamps: np.ndarray, reliable: np.ndarray | None = None) -> AUResult:
+             timestamps: np.ndarray, reliable: np.ndarray | None = None,
+             occlusion: np.ndarray | None = None) -> AUResult:
     """AU intensity (0-5) and occurrence for one face track (or one still, n = 1).
 
     Pose is removed geometrically (rigid alignment) rather than from `pose`, which
     is accepted for the interface and validated. Where `reliable` is 0 (an
     occluded region) the AU is reported as 0 / not occurring and left out of the
     baseline; consumers read au_reliable to tell "absent" from "not visible".
+    `occlusion` (n,) scores (tools.occlusion.score) keep partly covered frames,
+    even those below the unreliable line, out of the resting reference.
     """
     lm, bs, ts, rel = _check(landmarks, blendshapes, pose, timestamps, reliable)
     n = len(lm)
@@ -347,14 +386,19 @@ def estimate(landmarks: np.ndarray, blendshapes: np.ndarray, pose: np.ndarray,
         return AUResult(np.zeros((0, K), np.float32), np.zeros((0, K), np.uint8))
     duration = float(ts[-1] - ts[0]) if n > 1 else 0.0
     aligned = align(lm)
-    geo = geometry_aus(aligned, rel.all(1), duration)
-    bsa = blendshape_aus(bs)
+    raw = blendshape_aus(bs)
+    bsa = np.clip(raw - _baseline(raw, rel, duration), 0, 5)
+    clear = rel.all(1) if occlusion is None else rel.all(1) & (np.asarray(occlusion) <= REST_CLEAR)
+    rest = rest_frames(bsa, lips_part(aligned), clear, ts)
+    if rest is not None:  # the resting face, where it is seen, is the reference
+        level = np.nan_to_num(np.median(raw[rest], axis=0), nan=0.0)  # NaN: no blendshape
+        bsa = np.clip(raw - np.clip(level, 0, REST_MAX), 0, 5)
+    geo = geometry_aus(aligned, rel.all(1), duration, rest)
     lift = lip_corner_lift(aligned)[:, None]
     lift_rest = _baseline(lift, rel[:, [AU_CODES.index("AU12")]], duration, lower=-np.inf)
     if duration <= 0:  # a still: the population mean face is the reference
         lift_rest = lip_corner_lift(pls_model().mean[None])
     lift_au = 5.0 * np.clip((lift[:, 0] - lift_rest[0]) / LIFT_FULL, 0.0, 1.0)
-    bsa = np.clip(bsa - _baseline(bsa, rel, duration), 0, 5)
     fused = np.zeros((n, K))
     for au, src in SOURCE.items():
         j = AU_CODES.index(au)

@@ -127,7 +127,8 @@ def _measure_track(track: Track, features: dict[str, np.ndarray],
     lm = features["landmarks"]
     track.occlusion, track.au_reliable = occlusion.score(
         features["occlusion"], track.blendshapes, lm, track.timestamps)
-    au = aus.estimate(lm, track.blendshapes, track.pose, track.timestamps, track.au_reliable)
+    au = aus.estimate(lm, track.blendshapes, track.pose, track.timestamps, track.au_reliable,
+                      track.occlusion)
     track.aus, track.au_occurrence = au.intensity, au.occurrence
     emo = emotion.fuse(features["cnn"], au.intensity, AU_CODES, label_set)
     track.emotions, track.valence, track.arousal = emo.probs, emo.valence, emo.arousal
