@@ -99,7 +99,7 @@ BASELINE_MAX = 1.5  # a resting face may read up to this much as an AU; more is 
 BASELINE_FULL_S = 2.0  # tracks at least this long get the full per-track baseline
 # Rest frames: where the track's blendshapes (after their own baseline) show no
 # movement above REST_ACTIVITY and the lips are closed. Where a track has at least
-# REST_MIN_S of them, the geometry's resting shape is their median reading, capped at
+# REST_MIN_S of them, each source's resting level is their median reading, capped at
 # REST_MAX instead of BASELINE_MAX: the evidence says the face is at rest there, so a
 # large reading is the person (or the PLS mean face's mismatch), not an expression.
 REST_ACTIVITY = 1.0
@@ -259,8 +259,8 @@ def geometry_aus(aligned: np.ndarray, ok: np.ndarray | None = None,
     if duration > 0 and len(aligned) >= 3:
         free = fit_pls(aligned, iters=0, bounded=False)
         keep = np.ones(len(aligned), bool) if ok is None else ok
-        if rest is not None and rest.any():
-            offset = np.clip(np.median(free[rest & keep], axis=0) * 5.0, -REST_MAX, REST_MAX)[None] / 5.0
+        if rest is not None:  # rest_frames' frames are reliable ones already
+            offset = _rest_level(free * 5.0, rest, lower=-REST_MAX)[None] / 5.0
         else:
             offset = _baseline(free * 5.0, np.repeat(keep[:, None], m.n_aus, 1), duration,
                                lower=-BASELINE_MAX)[None] / 5.0
@@ -311,6 +311,12 @@ def rest_frames(bsa: np.ndarray, lips: np.ndarray, ok: np.ndarray,
     rest = ok & (moving.max(1) < REST_ACTIVITY) & (lips < REST_ACTIVITY)
     fps = (len(timestamps) - 1) / max(float(timestamps[-1] - timestamps[0]), 1e-6)
     return rest if rest.sum() >= max(3, REST_MIN_S * fps) else None
+
+
+def _rest_level(x: np.ndarray, rest: np.ndarray, lower: float) -> np.ndarray:
+    """Per-column resting level from the frames seen at rest (NaN columns, AUs a
+    source does not measure, read 0)."""
+    return np.clip(np.nan_to_num(np.median(x[rest], axis=0), nan=0.0), lower, REST_MAX)
 
 
 def _median_time(x: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
@@ -391,8 +397,7 @@ def estimate(landmarks: np.ndarray, blendshapes: np.ndarray, pose: np.ndarray,
     clear = rel.all(1) if occlusion is None else rel.all(1) & (np.asarray(occlusion) <= REST_CLEAR)
     rest = rest_frames(bsa, lips_part(aligned), clear, ts)
     if rest is not None:  # the resting face, where it is seen, is the reference
-        level = np.nan_to_num(np.median(raw[rest], axis=0), nan=0.0)  # NaN: no blendshape
-        bsa = np.clip(raw - np.clip(level, 0, REST_MAX), 0, 5)
+        bsa = np.clip(raw - _rest_level(raw, rest, lower=0.0), 0, 5)
     geo = geometry_aus(aligned, rel.all(1), duration, rest)
     lift = lip_corner_lift(aligned)[:, None]
     lift_rest = _baseline(lift, rel[:, [AU_CODES.index("AU12")]], duration, lower=-np.inf)
