@@ -23,6 +23,10 @@ from tools.facs import AU_NAMES
 NEUTRAL = "neutral"
 CAPTION_ACTIONS = 2  # movements narrated per caption sentence
 ALT_BRIEF_SHARE = 0.15  # a reading set aside that led less of the face than this led "briefly"
+# A reading set aside with no evidence named, that never led and averaged less than
+# this, was never in play: "sadness was set aside, its probability averaged 0.00" is
+# filler, so the sentence is left out.
+ALT_MIN_PROB = 0.05
 
 
 def told(label: str, d: Decision, f: FaceFacts) -> str:
@@ -72,8 +76,11 @@ def _alt_sentence(analysis: Analysis, f: FaceFacts, d: Decision, ph: Phrases) ->
     alt = d.alt or ""
     if not d.why:
         # The mean over the face, said as a mean; where the reading led for a while, say where.
-        prob = f"{ev.mean_emotions(analysis, f.track).get(alt, 0.0):.2f}"
+        mean = ev.mean_emotions(analysis, f.track).get(alt, 0.0)
+        prob = f"{mean:.2f}"
         led = [(s.start, s.end) for s in f.segments.values() if s.label == alt]  # in time order
+        if not led and mean < ALT_MIN_PROB:
+            return ""
         if led:
             # "briefly" only where it was brief: WolfgangLanger's sadness leads 0.0-5.8 s of 19.7.
             share = sum(b - a for a, b in led) / max(f.track.end - f.track.start, 1e-9)
@@ -119,8 +126,8 @@ def interpretation(analysis: Analysis, f: FaceFacts, d: Decision, ph: Phrases) -
             + (f", measured as {f.segments[i].label})" if told(f.segments[i].label, d, f) != f.segments[i].label
                else ")") for i in d.arc)
         parts.append(ph.pick("interp_sequence", sequence=seq))
-    if d.alt:
-        parts.append(_alt_sentence(analysis, f, d, ph))
+    if d.alt and (alt := _alt_sentence(analysis, f, d, ph)):
+        parts.append(alt)
     occ = ev.occluded_spans(t)
     if occ:
         parts.append(ph.pick("interp_occlusion", share=f"{ev.occluded_share(t):.0%}",

@@ -124,11 +124,24 @@ def test_rendered_numbers_are_the_measurements():
     assert e.conclusion.valence == round(val, 3)
     assert "Duchenne" in e.interpretation  # AU06 overlaps the cited AU12
     assert "neutral (0.0-1.9 s) -> happiness (2.0-6.0 s)" in e.interpretation
-    assert "Surprise was considered and set aside" in e.interpretation
+    # Surprise averaged 0.02 and never led: nothing to set aside. Ruled out on evidence, it is said.
+    assert "Surprise" not in e.interpretation
+    why = render.explanation(A, T0, SMILE.model_copy(update={"why": _ids("AU12")})).interpretation
+    assert "Surprise was considered and ruled out: AU12 (lip corner puller) is part of" in why
     text = e.to_text()
     for m in re.finditer(r"(AU\d\d) \(([^)]+)\), intensity ([\d.]+), ([\d.]+)-([\d.]+) s", text):
         (span,) = [s for s in F0.events.values() if s.au == m.group(1)]
         assert float(m.group(3)) == round(span.peak, 1) and float(m.group(4)) == round(span.start, 1)
+
+
+def test_a_reading_never_in_play_is_not_said_to_be_set_aside():
+    probs = ev.mean_emotions(A, T0)
+    (absent,) = [lab for lab in ("sadness", "anger", "fear", "disgust", "surprise", "contempt")
+                 if probs.get(lab, 0.0) < render.ALT_MIN_PROB and lab not in
+                 {s.label for s in F0.segments.values()}][:1]
+    e = render.explanation(A, T0, SMILE.model_copy(update={"alt": absent}))
+    assert "set aside" not in e.interpretation and absent.capitalize() not in e.interpretation
+    assert "Duchenne" in e.interpretation  # the rest of the paragraph is still there
 
 
 def test_caption_follows_the_arc_in_whole_sentences():
@@ -316,8 +329,8 @@ def test_a_reading_set_aside_on_its_probability_is_told_by_its_mean_and_where_it
     assert share >= render.ALT_BRIEF_SHARE  # a third of the face: not "briefly"
     assert "though it led for " + phrases.spans_text(sorted(surprise)) + "." in e1.interpretation
     assert "briefly" not in e1.interpretation
-    e0 = render.explanation(A, T0, d)
-    assert "averaged" in e0.interpretation and "led only briefly" not in e0.interpretation
+    e0 = render.explanation(A, T0, d)  # face 0: surprise averaged 0.02 and never led
+    assert "averaged" not in e0.interpretation and "led only briefly" not in e0.interpretation
     assert "stayed at or below" not in e0.interpretation + e1.interpretation
 
 
