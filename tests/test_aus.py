@@ -113,6 +113,19 @@ def test_neutral_stretch_stays_low(faces):
     assert smile[:, AU_CODES.index("AU06")].mean() > 0.9
 
 
+def test_a_smile_against_a_high_browed_rest_is_not_brow_lowering(faces):
+    """single_face.mp4 rests with her brows high; against that rest the smile's slight
+    brow descent read as AU04 ~1.2 over 0.6-2.4 s (an AU04 event on the heatmap) where
+    a FACS coder sees AU6+12 and no brow lowerer (aus.REST_FLOORED)."""
+    s = faces["single_face.mp4"]
+    r = aus.estimate(s.landmarks, s.blendshapes, s.pose, s.timestamps)
+    (t0, t1), = LABELS["single_face.mp4"]["events"]["AU12"]
+    smile = (s.timestamps >= t0) & (s.timestamps <= t1)
+    j = AU_CODES.index("AU04")
+    assert r.occurrence[smile, j].sum() == 0 and r.intensity[smile, j].max() < 1.0, r.intensity[smile, j].max()
+    assert r.occurrence[smile, AU_CODES.index("AU12")].mean() > 0.9
+
+
 def test_rest_reference_needs_a_clearly_seen_face(faces):
     s = faces["single_face.mp4"]
     seen = aus.estimate(s.landmarks, s.blendshapes, s.pose, s.timestamps)
