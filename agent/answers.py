@@ -41,12 +41,17 @@ def times_in(text: str) -> list[float]:
 
 # "Why not fear?", "why isn't she afraid?": a question about a reading set aside.
 WHY_NOT = re.compile(r"\bwhy\b.*\b(?:not|isn'?t|aren'?t|wasn'?t|doesn'?t|no)\b", re.I)
+# "When does she stop crying?", "when is the smile over?": where a reading ends. The
+# lexicon reads "stop crying" as a negated emotion, which is right for a claim and wrong
+# for this question: it asks about crying, not about what is not crying.
+ENDS = re.compile(r"\bwhen\b.*\b(?:stops?|ends?|finish(?:es)?|ceases?|no longer|over)\b", re.I)
 
 
 def fallback_answer(task: Task, question: str) -> Answer:
     """A rule-based answer when the model gave none: the two moments asked about compared,
-    else the one moment, else, for "why not X?", where X was seen and what held longest,
-    else the segment of an emotion the question names, else the face's longest segment."""
+    else the one moment, else, for "when does X stop?", the last stretch of X, else, for
+    "why not X?", where X was seen and what held longest, else the segment of an emotion
+    the question names, else the face's longest segment."""
     from agent.decision import ToolRequest
     from agent.faithfulness import emotion_mentions
 
@@ -59,9 +64,11 @@ def fallback_answer(task: Task, question: str) -> Answer:
         r = task.toolbox.run(ToolRequest(tool="moment", args={"t": asked[0]}))
         return Answer(ref=[r["id"]] if "id" in r else [], label=r.get("label"))
     longest = max(f.segments, key=lambda i: f.segments[i].end - f.segments[i].start, default=None)
-    why_not = WHY_NOT.search(question)
+    why_not, ends = WHY_NOT.search(question), ENDS.search(question)
     for _, lab, neg in emotion_mentions(question):
         segs = [i for i, s in f.segments.items() if s.label == lab]  # in time order
+        if ends and segs:  # the stretch that ends it: the last one of that reading
+            return Answer(ref=segs[-1:], label=lab)
         if why_not and neg and longest is not None and f.segments[longest].label != lab:
             # "Why not fear?": where that reading was seen, and what held longest instead.
             held = f.segments[longest].label

@@ -370,3 +370,7 @@ def test_real_follow_ups_score_the_answer_time_and_label_and_gate_the_chat():
     assert outs[0]["spans"] == [[2.0, 6.0]]
     assert followups.score([{**stop, "end": [5.5, 6.5]}], outs)["time"] == 1.0
     assert followups.score([{**stop, "end": [1.5, 2.5]}], outs)["time"] == 0.0
+    # "no longer" negates a claim, but the question asks where that reading ends: the
+    # rest (0.0-1.9 s) is cited, not the longest stretch (the smile)
+    outs = followups.rule_outcomes([{**stop, "q": "When is she no longer neutral?"}])
+    assert outs[0]["spans"] == [[0.0, 1.9]] and outs[0]["label"] == "neutral"
