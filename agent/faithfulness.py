@@ -14,6 +14,9 @@ each violation is one sentence:
 - a Duchenne smile needs AU06 with AU12, not another pairing;
 - an intensity cited for an AU must not exceed its measured peak by more
   than `INTENSITY_SLACK`;
+- a facial movement described in words (prompts/facial_actions.yaml: "the
+  lip corners draw upward", "her brows knit") must be observed as one of its
+  AUs, as a code must;
 - an emotion the text asserts (prompts/emotion_lexicon.yaml, negation
   aware) must be among the face's segments in that span, or be the label the
   record decided;
@@ -86,16 +89,59 @@ def emotion_mentions(text: str) -> list[tuple[int, str, bool]]:
 
     Longer phrases win over the words inside them; `negated_at` decides negation.
     """
-    pairs = lexicon()[0]
+    low = text.lower()
+    return [(a, lab, negated_at(low, a, b)) for a, b, lab in _emotion_spans(text)]
+
+
+def _emotion_spans(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, label) of each emotion phrase in `text`, longest phrases first taken."""
     low = text.lower()
     taken = [False] * len(low)
     hits = []
-    for phrase, lab in pairs:
+    for phrase, lab in lexicon()[0]:
         for m in re.finditer(rf"(?<![a-z]){re.escape(phrase)}(?![a-z])", low):
             if not any(taken[m.start():m.end()]):
                 taken[m.start():m.end()] = [True] * (m.end() - m.start())
                 hits.append((m.start(), m.end(), lab))
-    return [(a, lab, negated_at(low, a, b)) for a, b, lab in sorted(hits)]
+    return sorted(hits)
+
+
+def _action_pattern(spec: str, gap: int) -> re.Pattern:
+    """Compile the small pattern language of prompts/facial_actions.yaml."""
+    parts = []
+    for tok in spec.split():
+        if tok == "~":
+            parts.append(rf"(?:[a-z'-]+\s+){{0,{gap}}}")
+            continue
+        alts = [re.escape(a).replace(r"\*", "[a-z'-]*") for a in tok.split("|")]
+        parts.append("(?:" + "|".join(alts) + r")\s+")
+    body = "".join(parts)
+    body = body[: -len(r"\s+")] if body.endswith(r"\s+") else body
+    return re.compile(rf"(?<![a-z']){body}(?![a-z'])")
+
+
+@functools.cache
+def action_table() -> tuple[list[tuple[frozenset[str], frozenset[str], list[re.Pattern]]], dict]:
+    """(AUs asserted, AUs denied, patterns) per facial-action phrase group, and the raw
+    prompts/facial_actions.yaml (its `opposites`)."""
+    acts = prompts.load_yaml("facial_actions")
+    gap = int(acts.get("gap_words", 3))
+    return [(frozenset(a.get("aus", ())), frozenset(a.get("not", ())),
+             [_action_pattern(p, gap) for p in a["patterns"]]) for a in acts["actions"]], acts
+
+
+def action_mentions(text: str) -> list[tuple[int, int, frozenset[str], frozenset[str], bool]]:
+    """(start, end, AUs asserted, AUs denied, negated) for each facial-action phrase in
+    `text` ("the lip corners draw upward", "her brows knit"), lower-cased, in reading order."""
+    low = text.lower()
+    hits = []
+    for asserted, denied, pats in action_table()[0]:
+        for pat in pats:
+            for m in pat.finditer(low):
+                # a negator may sit inside the phrase's gap ("brows do not knit")
+                neg = negated_at(low, m.start(), m.end()) or _has(lexicon()[2], m.group(0))
+                hits.append((m.start(), m.end(), asserted, denied, neg))
+    return sorted(hits, key=lambda h: (h[0], h[1]))
 
 
 def _clauses(text: str) -> list[str]:
@@ -176,6 +222,19 @@ def check_words(text: str, analysis: Analysis, track: Track, *, allowed_labels: 
             peak = _peak(analysis, track, code, scope)
             if peak and value > peak + INTENSITY_SLACK:
                 out.append(f"{prefix}gives {code} intensity {value:.1f}; the measured peak is {peak:.1f}")
+        # A movement described in words ("the lip corners draw upward") asserts its AUs as
+        # a code does; an emotion word that is also a movement ("smiling") is the emotion
+        # rule's, not this one's.
+        low, said = clause.lower(), [(a, b) for a, b, *_ in _emotion_spans(clause)]
+        for a, b, asserted, _, neg in action_mentions(clause):
+            if neg or not asserted or any(x < b and a < y for x, y in said):
+                continue
+            start, end = scope if scope else (None, None)
+            if not any(au in analysis.au_codes and ev.au_observed(analysis, track, au, start, end)
+                       for au in asserted):
+                when = f" at {scope[0]:.1f}-{scope[1]:.1f} s" if scope else ""
+                out.append(f"{prefix}says '{low[a:b]}' ({', '.join(sorted(asserted))}), which was "
+                           f"not observed for face {track.track_id}{when}")
         for _, lab, neg in emotion_mentions(clause):
             if not neg and lab in analysis.emotion_labels and lab not in ok_labels:
                 out.append(f"{prefix}names {lab}, which is not among face {track.track_id}'s "

@@ -54,20 +54,6 @@ class Reading:
         return bool(self.content or self.not_aus or self.not_labels or self.valence)
 
 
-def _pattern(spec: str, gap: int) -> re.Pattern:
-    """Compile the small pattern language of prompts/facial_actions.yaml."""
-    parts = []
-    for tok in spec.split():
-        if tok == "~":
-            parts.append(rf"(?:[a-z'-]+\s+){{0,{gap}}}")
-            continue
-        alts = [re.escape(a).replace(r"\*", "[a-z'-]*") for a in tok.split("|")]
-        parts.append("(?:" + "|".join(alts) + r")\s+")
-    body = "".join(parts)
-    body = body[: -len(r"\s+")] if body.endswith(r"\s+") else body
-    return re.compile(rf"(?<![a-z']){body}(?![a-z'])")
-
-
 def _word(w: str) -> re.Pattern:
     """A word or phrase as a whole word (apostrophes and hyphens count as letters)."""
     return re.compile(rf"(?<![a-z']){re.escape(w)}(?![a-z'])")
@@ -75,10 +61,7 @@ def _word(w: str) -> re.Pattern:
 
 @functools.cache
 def _tables() -> dict:
-    acts = prompts.load_yaml("facial_actions")
-    gap = int(acts.get("gap_words", 3))
-    actions = [(frozenset(a.get("aus", ())), frozenset(a.get("not", ())), [_pattern(p, gap) for p in a["patterns"]])
-               for a in acts["actions"]]
+    acts = faithfulness.action_table()[1]
     opposites = [(o["region"], frozenset(o["a"]), frozenset(o["b"])) for o in acts["opposites"]]
     lex = prompts.load_yaml("emotion_lexicon")
     cues = prompts.load_yaml("au_cues")
@@ -90,7 +73,7 @@ def _tables() -> dict:
     rules = prompts.load_yaml("judge_offline_rules")
     gender = {w: g for g, ws in rules["person_nouns"].items() if g != "any" for w in ws}
     gender |= {w: g for g, ws in rules["pronoun_gender"].items() for w in ws}
-    return {"actions": actions, "opposites": opposites, "au_valence": au_valence, "affect": affect,
+    return {"opposites": opposites, "au_valence": au_valence, "affect": affect,
             "intensity": intensity, "gender": gender, "valence": faithfulness.lexicon()[1]}
 
 
@@ -104,14 +87,12 @@ def read(text: str, when: frozenset[int] = ALL) -> Reading:
         v = t["valence"].get(lab, 0)
         if v and not negated:
             valence.add(v)
-    for asserted, denied, pats in t["actions"]:
-        for pat in pats:
-            for m in pat.finditer(low):
-                if faithfulness.negated_at(low, m.start(), m.end()):
-                    not_aus.update(asserted)
-                else:
-                    aus.update(asserted)
-                    not_aus.update(denied)
+    for _, _, asserted, denied, negated in faithfulness.action_mentions(low):
+        if negated:
+            not_aus.update(asserted)
+        else:
+            aus.update(asserted)
+            not_aus.update(denied)
     for pat, sign in t["affect"]:
         m = pat.search(low)
         if m and not faithfulness.negated_at(low, m.start(), m.end()):

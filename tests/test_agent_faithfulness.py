@@ -54,6 +54,9 @@ def test_face_1_aus_are_not_face_0s():
     ("The face looks afraid.", "names fear"),                                 # not among the segments
     ("AU09 wrinkles the nose.", "cites AU09"),                                # never observed
     ("The smile is gone at 9 s.", "cites 9 s"),                               # outside the face's span
+    ("Her brows knit together in concentration.", "says 'brows knit' (AU04)"),  # a movement in words
+    ("The nose wrinkles slightly.", "(AU09), which was not observed"),
+    ("The lip corners tighten into dimples.", "(AU14)"),
 ])
 def test_claims_in_a_models_own_words_are_caught(text, needle):
     claims = check_words(text, A, T0)
@@ -70,6 +73,8 @@ def test_claims_in_a_models_own_words_are_caught(text, needle):
     "AU12 (lip corner puller) shows positive affect.",
     # the renderer's listing of cues: the 4 of AU45 is no intensity of AU06 (peak 2.1)
     "AU06 (cheek raiser), AU45 (blink) and AU12 point to happiness.",
+    "The lip corners draw upward and the cheeks rise.",   # AU12 and AU06, both measured
+    "Her brows do not knit.",                             # negated
 ])
 def test_true_and_negated_statements_pass(text):
     assert check_words(text, A, T0) == []
@@ -81,6 +86,9 @@ def test_the_decided_label_and_a_scope_change_what_may_be_named():
     # Face 0 is neutral until 1.9 s: happiness is not there in that window.
     assert check_words("The person is smiling.", A, T0, scope=(0.0, 1.5))
     assert check_words("The person is smiling.", A, T0, scope=(2.5, 4.0)) == []
+    # a movement described in words is held to the span as a code is
+    assert check_words("The lip corners draw upward.", A, T0, scope=(0.0, 1.2))
+    assert check_words("The lip corners draw upward.", A, T0, scope=(2.5, 4.0)) == []
 
 
 def test_an_au_in_the_emotions_own_emfacs_pattern_is_not_a_reversal():
