@@ -123,11 +123,19 @@ def _action_pattern(spec: str, gap: int) -> re.Pattern:
 @functools.cache
 def action_table() -> tuple[list[tuple[frozenset[str], frozenset[str], list[re.Pattern]]], dict]:
     """(AUs asserted, AUs denied, patterns) per facial-action phrase group, and the raw
-    prompts/facial_actions.yaml (its `opposites`)."""
+    prompts/facial_actions.yaml (its `opposites`, and `or`: other AUs that make a group's
+    phrases true, `action_alternatives`)."""
     acts = prompts.load_yaml("facial_actions")
     gap = int(acts.get("gap_words", 3))
     return [(frozenset(a.get("aus", ())), frozenset(a.get("not", ())),
              [_action_pattern(p, gap) for p in a["patterns"]]) for a in acts["actions"]], acts
+
+
+@functools.cache
+def action_alternatives() -> dict[frozenset[str], frozenset[str]]:
+    """AUs asserted by a phrase group -> the AUs any of which makes its phrases true."""
+    return {frozenset(a.get("aus", ())): frozenset(a.get("aus", ())) | frozenset(a.get("or", ()))
+            for a in prompts.load_yaml("facial_actions")["actions"]}
 
 
 def action_mentions(text: str) -> list[tuple[int, int, frozenset[str], frozenset[str], bool]]:
@@ -231,7 +239,7 @@ def check_words(text: str, analysis: Analysis, track: Track, *, allowed_labels: 
                 continue
             start, end = scope if scope else (None, None)
             if not any(au in analysis.au_codes and ev.au_observed(analysis, track, au, start, end)
-                       for au in asserted):
+                       for au in action_alternatives().get(asserted, asserted)):
                 when = f" at {scope[0]:.1f}-{scope[1]:.1f} s" if scope else ""
                 out.append(f"{prefix}says '{low[a:b]}' ({', '.join(sorted(asserted))}), which was "
                            f"not observed for face {track.track_id}{when}")
