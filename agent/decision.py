@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import prompts
 from agent.evidence import FaceFacts
+from tools.timeline import NEUTRAL
 
 MAX_CITE = 5
 MAX_ARC = 5
@@ -97,16 +98,30 @@ def decision_schema(f: FaceFacts, labels: list[str]) -> dict:
     arc = _ids(segs, MAX_ARC)
     if segs:
         arc["minItems"] = 1
-    return {"type": "object", "properties": {
-        "cite": _ids(events, MAX_CITE),
-        "arc": arc,
-        "label": {"enum": list(labels)},
-        "conf": {"type": "number", "minimum": 0, "maximum": 1, "multipleOf": 0.01},
-        "alt": {"anyOf": [{"enum": list(labels)}, {"type": "null"}]},
-        "why": _ids(events, MAX_WHY),
-        "note": _text(NOTE_CHARS),
-    }, "required": ["cite", "arc", "label", "conf", "alt", "why", "note"],
-        "additionalProperties": False}
+
+    def record(label: dict, cite: dict) -> dict:
+        return {"type": "object", "properties": {
+            "cite": cite,
+            "arc": arc,
+            "label": label,
+            "conf": {"type": "number", "minimum": 0, "maximum": 1, "multipleOf": 0.01},
+            "alt": {"anyOf": [{"enum": list(labels)}, {"type": "null"}]},
+            "why": _ids(events, MAX_WHY),
+            "note": _text(NOTE_CHARS),
+        }, "required": ["cite", "arc", "label", "conf", "alt", "why", "note"],
+            "additionalProperties": False}
+
+    cite = _ids(events, MAX_CITE)
+    if events:
+        # A reading rests on what moved: with events to cite, an empty cite rendered as "no
+        # Action Unit is cited" beside AU12 at 5.0 (SFT v7 read single_face.mp4 at 8 fps as
+        # happiness citing nothing, its arc missing the smile). Required here, the first
+        # id it picks was AU12a, and the arc then told the smile. A neutral reading cites
+        # none in training (finetune/data/targets.py); parse_decision still accepts that
+        # from a server that ignores the schema. (A schema letting only neutral cite none
+        # sent that record to neutral: the grammar keeps the reading the empty list allows.)
+        cite["minItems"] = 1
+    return record({"enum": list(labels)}, cite)
 
 
 def _answer_object(label: dict, refs: list[str]) -> dict:
@@ -236,6 +251,8 @@ def parse_decision(obj: dict | str, f: FaceFacts, labels: list[str]) -> Decision
     arc = _check_ids("arc", d.arc, set(f.segments))[:MAX_ARC]
     if f.segments and not arc:
         raise RecordError("arc is empty")
+    if f.events and not cite and d.label != NEUTRAL:
+        raise RecordError(f"reads {d.label} but cites no event, and the face has measured events")
     order = list(f.segments)
     arc = sorted(arc, key=order.index)  # the story is told in time order
     alt = None if d.alt == d.label else d.alt

@@ -71,10 +71,26 @@ def test_schema_enumerates_this_faces_ids_and_labels():
     assert props["cite"]["items"]["enum"] == list(F0.events)
     assert props["arc"]["items"]["enum"] == F0.story_segments()
     assert props["label"]["enum"] == A.emotion_labels
+    assert props["cite"]["minItems"] == 1  # the face has events: a reading rests on some
     a = answer_schema(["neutral1", "W1"], A.emotion_labels)
     assert a["properties"]["ref"]["items"]["enum"] == ["neutral1", "W1"]
     tools = {o["properties"]["tool"]["const"] for o in tool_schema()["anyOf"]}
     assert {"moment", "time_window", "list_events", "compare_moments"} <= tools
+
+
+def test_an_emotion_read_from_a_face_that_moved_cites_what_moved():
+    """An empty cite rendered "No Action Unit is cited" beside AU12 at 3.2: the schema needs
+    one id where the face has events, and parse_decision refuses an emotion citing none (a
+    server that ignores the schema); a neutral reading may cite none, as trained."""
+    import jsonschema
+
+    rec = {"cite": [], "arc": ["happiness1"], "label": "happiness", "conf": 0.6, "alt": None,
+           "why": [], "note": ""}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(rec, decision_schema(F0, A.emotion_labels))
+    with pytest.raises(RecordError, match="cites no event"):
+        parse_decision(rec, F0, A.emotion_labels)
+    assert parse_decision({**rec, "label": "neutral"}, F0, A.emotion_labels).cite == []
 
 
 def test_an_answer_naming_an_emotion_cites_only_its_stretches():
