@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import prompts
 from agent.evidence import FaceFacts
-from tools.timeline import NEUTRAL
+from tools.facs import NEUTRAL
 
 MAX_CITE = 5
 MAX_ARC = 5

@@ -15,12 +15,12 @@ from agent import render
 from agent.decision import MAX_ARC, MAX_CITE, Decision
 from agent.schema import Conclusion, Explanation
 from tools.analysis import Analysis, EmotionSegment, Track
+from tools.facs import NEUTRAL
 
 # A non-neutral label wins the conclusion over a longer neutral stretch when it
 # covers at least this share of the track: a clip that turns into a smile is
 # "happiness", not "neutral".
 EXPRESSIVE_SHARE = 0.25
-NEUTRAL = "neutral"
 
 
 def _durations(segs: list[EmotionSegment]) -> dict[str, float]:

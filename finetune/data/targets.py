@@ -26,8 +26,7 @@ from agent import engine, faithfulness
 from agent import evidence as ev
 from agent.decision import MAX_CITE, MAX_WHY, Answer, Decision, ToolRequest
 from tools.analysis import Analysis
-
-NEUTRAL = "neutral"
+from tools.facs import NEUTRAL
 
 
 @functools.cache
