@@ -68,7 +68,9 @@ def fallback_answer(task: Task, question: str) -> Answer:
     for _, lab, neg in emotion_mentions(question):
         segs = [i for i, s in f.segments.items() if s.label == lab]  # in time order
         if ends and segs:  # the stretch that ends it: the last one of that reading
-            return Answer(ref=segs[-1:], label=lab)
+            note = prompts.fill(prompts.load_yaml("render")["answer_ends"], asked=lab,
+                                end=f"{f.segments[segs[-1]].end:.1f}")
+            return Answer(ref=segs[-1:], label=lab, note=note)
         if why_not and neg and longest is not None and f.segments[longest].label != lab:
             # "Why not fear?": where that reading was seen, and what held longest instead.
             held = f.segments[longest].label

@@ -374,3 +374,4 @@ def test_real_follow_ups_score_the_answer_time_and_label_and_gate_the_chat():
     # rest (0.0-1.9 s) is cited, not the longest stretch (the smile)
     outs = followups.rule_outcomes([{**stop, "q": "When is she no longer neutral?"}])
     assert outs[0]["spans"] == [[0.0, 1.9]] and outs[0]["label"] == "neutral"
+    assert outs[0]["text"].startswith("The last stretch of neutral ends at about 1.9 s.")
