@@ -99,18 +99,6 @@ def decision_schema(f: FaceFacts, labels: list[str]) -> dict:
     if segs:
         arc["minItems"] = 1
 
-    def record(label: dict, cite: dict) -> dict:
-        return {"type": "object", "properties": {
-            "cite": cite,
-            "arc": arc,
-            "label": label,
-            "conf": {"type": "number", "minimum": 0, "maximum": 1, "multipleOf": 0.01},
-            "alt": {"anyOf": [{"enum": list(labels)}, {"type": "null"}]},
-            "why": _ids(events, MAX_WHY),
-            "note": _text(NOTE_CHARS),
-        }, "required": ["cite", "arc", "label", "conf", "alt", "why", "note"],
-            "additionalProperties": False}
-
     cite = _ids(events, MAX_CITE)
     if events:
         # A reading rests on what moved: with events to cite, an empty cite rendered as "no
@@ -121,7 +109,16 @@ def decision_schema(f: FaceFacts, labels: list[str]) -> dict:
         # from a server that ignores the schema. (A schema letting only neutral cite none
         # sent that record to neutral: the grammar keeps the reading the empty list allows.)
         cite["minItems"] = 1
-    return record({"enum": list(labels)}, cite)
+    return {"type": "object", "properties": {
+        "cite": cite,
+        "arc": arc,
+        "label": {"enum": list(labels)},
+        "conf": {"type": "number", "minimum": 0, "maximum": 1, "multipleOf": 0.01},
+        "alt": {"anyOf": [{"enum": list(labels)}, {"type": "null"}]},
+        "why": _ids(events, MAX_WHY),
+        "note": _text(NOTE_CHARS),
+    }, "required": ["cite", "arc", "label", "conf", "alt", "why", "note"],
+        "additionalProperties": False}
 
 
 def _answer_object(label: dict, refs: list[str]) -> dict:
