@@ -135,7 +135,7 @@ def action_table() -> tuple[list[tuple[frozenset[str], frozenset[str], list[re.P
 def action_alternatives() -> dict[frozenset[str], frozenset[str]]:
     """AUs asserted by a phrase group -> the AUs any of which makes its phrases true."""
     return {frozenset(a.get("aus", ())): frozenset(a.get("aus", ())) | frozenset(a.get("or", ()))
-            for a in prompts.load_yaml("facial_actions")["actions"]}
+            for a in action_table()[1]["actions"]}
 
 
 def action_mentions(text: str) -> list[tuple[int, int, frozenset[str], frozenset[str], bool]]:

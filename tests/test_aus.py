@@ -114,7 +114,7 @@ def test_neutral_stretch_stays_low(faces):
 
 
 def test_a_smile_against_a_high_browed_rest_is_not_brow_lowering(faces):
-    """single_face.mp4 rests with her brows high; against that rest the smile's slight
+    """single_face.mp4 rests with his brows high; against that rest the smile's slight
     brow descent read as AU04 ~1.2 over 0.6-2.4 s (an AU04 event on the heatmap) where
     a FACS coder sees AU6+12 and no brow lowerer (aus.REST_FLOORED)."""
     s = faces["single_face.mp4"]

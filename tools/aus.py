@@ -112,8 +112,8 @@ REST_MIN_S = 0.3
 REST_MAX = 5.0
 # AUs whose reading against a seen rest has a dead band: where the rest sits more than
 # REST_FLOOR below the PLS mean face, the movement must first cover that distance.
-# single_face.mp4 rests with her brows well above the mean face (AU04 -1.9 to -2.8 in
-# the free fit, by landmarker mode); her smile brings them part of the way back (the
+# single_face.mp4 rests with his brows well above the mean face (AU04 -1.9 to -2.8 in
+# the free fit, by landmarker mode); his smile brings them part of the way back (the
 # cheek raise pulls the lateral brow down), which against the full rest read as AU04
 # ~1.2 over the whole smile. FACS codes AU4 for the brows lowered and drawn together,
 # not for that. On the tune half floors of -0.5, -1.0 and -1.5 tie (AU04 F1 0.60 ->
@@ -277,13 +277,12 @@ def geometry_aus(aligned: np.ndarray, ok: np.ndarray | None = None,
             level = _rest_level(free * 5.0, rest, lower=-REST_MAX)
             offset = level[None] / 5.0
             cols = list(m.columns[: m.n_aus])
-            dead = {au: max(0.0, REST_FLOOR - level[cols.index(au)]) for au in REST_FLOORED}
+            dead = {j: max(0.0, REST_FLOOR - level[j]) for j in map(cols.index, REST_FLOORED)}
         else:
             offset = _baseline(free * 5.0, np.repeat(keep[:, None], m.n_aus, 1), duration,
                                lower=-BASELINE_MAX)[None] / 5.0
     est = 5.0 * fit_pls(aligned, offset=offset)
-    for au, d in dead.items():
-        j = list(m.columns[: m.n_aus]).index(au)
+    for j, d in dead.items():  # column j of the model: its dead band d
         est[:, j] = np.maximum(est[:, j] - d, 0.0)
     out = np.full((len(aligned), K), np.nan)
     for j, au in enumerate(m.columns[: m.n_aus]):
