@@ -106,12 +106,18 @@ def _emotion_spans(text: str) -> list[tuple[int, int, str]]:
     return sorted(hits)
 
 
+# Words that start a new clause inside a pattern's gap: a conjunction before a new subject
+# ("... the eyes and the mouth opens", "opens slightly and the eyes narrow") or a
+# subordinator ("while", "as").
+_CLAUSE_BREAK = r"(?:and|or)\s+(?:the|her|his|their|its|a)\b|(?:while|whereas|but|as|then)\b"
+
+
 def _action_pattern(spec: str, gap: int) -> re.Pattern:
     """Compile the small pattern language of prompts/facial_actions.yaml."""
     parts = []
     for tok in spec.split():
-        if tok == "~":
-            parts.append(rf"(?:[a-z'-]+\s+){{0,{gap}}}")
+        if tok == "~":  # a gap never crosses into the next clause ("eyes and the mouth opens")
+            parts.append(rf"(?:(?!{_CLAUSE_BREAK})[a-z'-]+\s+){{0,{gap}}}")
             continue
         alts = [re.escape(a).replace(r"\*", "[a-z'-]*") for a in tok.split("|")]
         parts.append("(?:" + "|".join(alts) + r")\s+")

@@ -126,3 +126,16 @@ def test_a_note_must_be_a_sentence_not_an_id():
     assert check_note("The smile is AU12a.", A, T0)  # an id inside prose names nothing
     assert check_note("Happiness.", A, T0)
     assert not any("evidence id" in c for c in check_words("AU12 and AU06 rise.", A, T0))  # codes
+
+
+@pytest.mark.parametrize("text,flagged", [
+    # the engine's caption (session 11): "eyes" and "opens" are in two clauses
+    ("The cheeks lift, creasing the corners of the eyes and the mouth opens slightly.", False),
+    ("The mouth opens slightly and the eyes crinkle.", False),
+    ("Her eyes open wide.", True),
+    ("She opens her eyes.", True),
+])
+def test_a_phrase_gap_does_not_cross_into_the_next_clause(text, flagged):
+    # face 0 has no AU05 (upper lid raiser): only a phrase about its own eyes may claim it
+    claims = check_words(text, A, T0)
+    assert any("(AU05)" in c for c in claims) == flagged, claims
