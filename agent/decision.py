@@ -90,10 +90,14 @@ def _text(max_chars: int) -> dict:
     return {"type": "string", "maxLength": max_chars}
 
 
-def decision_schema(f: FaceFacts, labels: list[str]) -> dict:
+def decision_schema(f: FaceFacts, labels: list[str], notes: dict[str, list[str]] | None = None) -> dict:
     """The record's schema for face `f`: its event ids, the label set, and for the arc the
     segments long enough to tell (`FaceFacts.story_segments`, the engine's and the caption's
-    definition): a 0.9 s flicker between two long readings is not a stage of the story."""
+    definition): a 0.9 s flicker between two long readings is not a stage of the story.
+
+    With `notes` (label -> the remarks true of this face under that label,
+    agent.faithfulness.true_remarks) the note is one of those remarks or empty, chosen after
+    the label; without, it is free text that the renderer checks and may withhold."""
     events, segs = list(f.events), f.story_segments()
     arc = _ids(segs, MAX_ARC)
     if segs:
@@ -109,16 +113,24 @@ def decision_schema(f: FaceFacts, labels: list[str]) -> dict:
         # from a server that ignores the schema. (A schema letting only neutral cite none
         # sent that record to neutral: the grammar keeps the reading the empty list allows.)
         cite["minItems"] = 1
-    return {"type": "object", "properties": {
-        "cite": cite,
-        "arc": arc,
-        "label": {"enum": list(labels)},
-        "conf": {"type": "number", "minimum": 0, "maximum": 1, "multipleOf": 0.01},
-        "alt": {"anyOf": [{"enum": list(labels)}, {"type": "null"}]},
-        "why": _ids(events, MAX_WHY),
-        "note": _text(NOTE_CHARS),
-    }, "required": ["cite", "arc", "label", "conf", "alt", "why", "note"],
-        "additionalProperties": False}
+
+    def obj(label: dict, note: dict) -> dict:
+        return {"type": "object", "properties": {
+            "cite": cite,
+            "arc": arc,
+            "label": label,
+            "conf": {"type": "number", "minimum": 0, "maximum": 1, "multipleOf": 0.01},
+            "alt": {"anyOf": [{"enum": list(labels)}, {"type": "null"}]},
+            "why": _ids(events, MAX_WHY),
+            "note": note,
+        }, "required": ["cite", "arc", "label", "conf", "alt", "why", "note"],
+            "additionalProperties": False}
+
+    if notes is None:
+        return obj({"enum": list(labels)}, _text(NOTE_CHARS))
+    # one branch per label: the branches differ only after the label, so the evidence and
+    # the label are decoded as before, and the note among what is true under that label
+    return {"anyOf": [obj({"const": lab}, {"enum": ["", *notes.get(lab, [])]}) for lab in labels]}
 
 
 def _answer_object(label: dict, refs: list[str]) -> dict:

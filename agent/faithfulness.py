@@ -183,6 +183,27 @@ def check_note(text: str, analysis: Analysis, track: Track, **kwargs) -> list[st
     return out + check_words(text, analysis, track, **kwargs)
 
 
+def true_remarks(analysis: Analysis, track: Track, labels: list[str]) -> dict[str, list[str]]:
+    """For each label, the analyst remarks (prompts/notes.yaml, `decide`) of that label whose
+    situation's AUs this face shows and that `check_note` passes: the notes a decision may carry.
+    SFT v8 wrote "The dimpled mouth corner ... is the mark of contempt." on contempt faces
+    where no AU14 was measured, and the note was withheld; decoded among these, it cannot be."""
+    notes = prompts.load_yaml("notes")
+
+    def seen(spec: str) -> bool:
+        return any(au in analysis.au_codes and ev.au_observed(analysis, track, au)
+                   for au in spec.split("|"))
+
+    out: dict[str, list[str]] = {lab: [] for lab in labels}
+    for situation, bank in notes["decide"].items():
+        need = notes["situations"][situation]
+        if need["label"] in out and all(seen(s) for s in need.get("all", ())) \
+                and not any(seen(s) for s in need.get("none", ())):
+            out[need["label"]] += [n for n in bank
+                                   if not check_note(n, analysis, track, allowed_labels={need["label"]})]
+    return out
+
+
 def check_words(text: str, analysis: Analysis, track: Track, *, allowed_labels: set[str] | None = None,
                 scope: tuple[float, float] | None = None, where: str = "") -> list[str]:
     """Violations in free text about one face (see the module docstring)."""

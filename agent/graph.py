@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 import prompts
-from agent import engine, render
+from agent import engine, faithfulness, render
 from agent import evidence as ev
 from agent.answers import answer_of, fallback_answer, times_in
 from agent.backends import Backend, BackendError, Request, RulesBackend, TokenFn, make_backend
@@ -132,7 +132,8 @@ class Task:
     def final_schema(self) -> dict:
         labels = self.analysis.emotion_labels
         if self.kind == "decide":
-            return decision_schema(self.facts, labels)
+            track = self.analysis.track(self.track_id)
+            return decision_schema(self.facts, labels, faithfulness.true_remarks(self.analysis, track, labels))
         return answer_schema(self.refs(), labels, self.segment_labels())
 
     def request(self) -> Request:

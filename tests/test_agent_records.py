@@ -371,3 +371,28 @@ def test_cited_movements_outside_the_labels_pattern_are_not_said_to_point_to_it(
     all_fit = render.explanation(A, T0, SMILE.model_copy(update={"cite": fit[:1]}))
     assert "No cited Action Unit" not in all_fit.interpretation
     assert not e.unfaithful_claims and not only_off.unfaithful_claims
+
+
+def test_a_decisions_note_is_a_remark_true_of_this_face_under_its_label():
+    """With the face's true remarks the note is one of them or empty, per label: face 1
+    (brows up, jaw dropped, no AU04) may say it reads as surprise, not fear, only in a
+    surprise record; face 0 (a smile with AU06) has no remark, not even the polite-smile one
+    ("does not reach the eyes", false beside its AU06)."""
+    import jsonschema
+
+    from agent.faithfulness import true_remarks
+
+    t1 = A.track(1)
+    notes1, notes0 = true_remarks(A, t1, A.emotion_labels), true_remarks(A, A.track(0), A.emotion_labels)
+    assert not any(notes0.values())
+    surprise_note = "Raised brows and a dropped jaw with no lowered brows read as surprise, not fear."
+    assert notes1["surprise"] == [surprise_note] and notes1["fear"] == []
+    f1 = ev.facts(A, t1)
+    schema = decision_schema(f1, A.emotion_labels, notes1)
+    rec = {"cite": [next(iter(f1.events))], "arc": f1.story_segments()[:1], "label": "surprise",
+           "conf": 0.7, "alt": "fear", "why": [], "note": surprise_note}
+    jsonschema.validate(rec, schema)
+    jsonschema.validate({**rec, "note": ""}, schema)
+    for bad in ({**rec, "label": "fear"}, {**rec, "note": "The face looks afraid."}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)

@@ -120,6 +120,7 @@ def test_vllm_enforces_the_record_schema(vllm_server, analyses):
     """The per-face schema is sent as a json_schema response format and vLLM accepts it."""
     from agent import evidence as ev
     from agent.decision import decision_schema, parse_decision
+    from agent.faithfulness import true_remarks
     from agent.graph import decide_messages
     from agent.openai_backend import OpenAIBackend
 
@@ -128,11 +129,14 @@ def test_vllm_enforces_the_record_schema(vllm_server, analyses):
     f = ev.facts(a, t)
     for model in ("smollm2", SERVED):  # the untrained base too: the schema alone makes it valid
         be = OpenAIBackend(base_url=vllm_server, model=model, timeout=120)
-        g = be.generate(decide_messages(a, t.track_id), schema=decision_schema(f, a.emotion_labels),
+        # the graph's schema: one branch per label, the note among that label's true remarks
+        notes = true_remarks(a, t, a.emotion_labels)
+        g = be.generate(decide_messages(a, t.track_id), schema=decision_schema(f, a.emotion_labels, notes),
                         max_new_tokens=160)
         assert be.structured and g.constrained, "vLLM refused the structured-output request"
         d = parse_decision(g.text, f, a.emotion_labels)
         assert set(d.cite) <= set(f.events) and set(d.arc) <= set(f.segments)
+        assert d.note in ["", *notes[d.label]]
 
 
 def test_the_llm_judge_gets_valid_sized_answers_from_vllm(vllm_server, tmp_path_factory):

@@ -54,7 +54,7 @@ def test_the_wheel_carries_the_adapter_and_the_data_files(wheel_venv):
     names = set(zipfile.ZipFile(whl).namelist())
     for needed in ("app.py", "server/page.py", "agent/adapters/facereason-smollm2-lora/adapter_model.safetensors",
                    "agent/adapters/facereason-smollm2-lora/ship.json", "finetune/configs/sft_smollm2.yaml",
-                   "finetune/templates/model_card.md", "finetune/data/notes.yaml", "prompts/emfacs.yaml"):
+                   "finetune/templates/model_card.md", "prompts/emfacs.yaml"):
         assert needed in names, needed
 
 

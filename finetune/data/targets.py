@@ -17,9 +17,6 @@ from __future__ import annotations
 import functools
 import random
 from dataclasses import dataclass
-from pathlib import Path
-
-import yaml
 
 import prompts
 from agent import engine, faithfulness
@@ -31,7 +28,7 @@ from tools.facs import NEUTRAL
 
 @functools.cache
 def _notes() -> dict:
-    return yaml.safe_load(Path(__file__).with_name("notes.yaml").read_text())
+    return prompts.load_yaml("notes")
 
 
 def arc_for(f: ev.FaceFacts, order: list[str], relabel: dict[str, str] | None = None) -> list[str]:
@@ -89,13 +86,14 @@ def _note(analysis: Analysis, track_id: int, scenario: str, label: str,
     # Only a confuser gets a remark. A change of expression is told by the caption from
     # the arc; a note that re-typed it ("from happiness to sadness") was the SFT model's
     # most common withheld sentence: it copied the template and not the emotions.
+    # The remarks the decision schema lets a record with this label carry on this face
+    # (agent.faithfulness.true_remarks): a target outside them could not be decoded.
     bank = _notes()["decide"]
     if scenario not in bank:
         return ""
     text = rng.choice(bank[scenario])
-    track = analysis.track(track_id)
-    ok = not faithfulness.check_note(text, analysis, track, allowed_labels={label})
-    return text if ok else ""
+    true = faithfulness.true_remarks(analysis, analysis.track(track_id), [label])[label]
+    return text if text in true else ""
 
 
 def truth_decision(analysis: Analysis, track_id: int, *, label: str, aus: list[str],
@@ -172,7 +170,7 @@ def questions(analysis: Analysis, track_id: int, decision: Decision, rng: random
     out: list[QA] = []
     video = analysis.source.kind == "video" and track.n > 1
     kinds = ["moment", "onset", "offset", "choice", "why", "duration", "au", "compare", "absent", "inject"]
-    weights = [4, 4, 2, 2, 2, 1, 1, 1, 1, 1] if video else [0, 0, 0, 0, 4, 0, 2, 0, 1, 1]
+    weights = [4, 4, 4, 2, 2, 1, 1, 1, 1, 1] if video else [0, 0, 0, 0, 4, 0, 2, 0, 1, 1]
     subject = rng.choice(SUBJECTS)
     for _ in range(n):
         kind = rng.choices(kinds, weights)[0]
