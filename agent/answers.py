@@ -47,6 +47,41 @@ WHY_NOT = re.compile(r"\bwhy\b.*\b(?:not|isn'?t|aren'?t|wasn'?t|doesn'?t|no)\b",
 ENDS = re.compile(r"\bwhen\b.*\b(?:stops?|ends?|finish(?:es)?|ceases?|no longer|over)\b", re.I)
 
 
+# "When does she stop crying?", "at what time is he smiling?": a question about when one
+# reading starts or ends.
+WHEN = re.compile(r"\bwhen\b|\bat what time\b|\bwhat time\b", re.I)
+
+
+def asked_when(question: str, present: set[str]) -> str | None:
+    """The one emotion a "when" question asks about, where the face shows it: the answer
+    names that reading (the negation of "stop crying" aside, it asks about crying). SFT v8
+    answered "When does she stop crying?" with the laughter from 9.5 s, naming happiness."""
+    from agent.faithfulness import emotion_mentions
+
+    if not WHEN.search(question):
+        return None
+    named = {lab for _, lab, _ in emotion_mentions(question)}
+    return next(iter(named)) if len(named) == 1 and named <= present else None
+
+
+def answer_remarks(question: str, labels: list[str]) -> dict[str | None, list[str]]:
+    """The sentences an answer's note is chosen among (prompts/notes.yaml, `answer`), by the
+    label the answer names (None: it names none). SFT v8 answered "Is the person smiling at
+    2 s?" with "Smiling rather than looking on the side of the face." in free text."""
+    from agent.faithfulness import emotion_mentions
+
+    notes = prompts.load_yaml("notes")
+    verbs, bank = notes["verbs"], notes["answer"]
+    named = {lab for _, lab, _ in emotion_mentions(question)}
+    out: dict[str | None, list[str]] = {None: list(bank["absent"])}
+    for lab in labels:
+        yes = verbs.get(lab, [lab])[0]
+        out[lab] = [*bank["moment"].get(lab, []),
+                    *(prompts.fill(c, yes=yes, no=verbs[x][0], Yes=yes[:1].upper() + yes[1:])
+                      for x in sorted(named - {lab}) if x in verbs for c in bank["choice"])]
+    return out
+
+
 def fallback_answer(task: Task, question: str) -> Answer:
     """A rule-based answer when the model gave none: the two moments asked about compared,
     else the one moment, else, for "when does X stop?", the last stretch of X, else, for
@@ -103,5 +138,13 @@ def answer_of(task: Task, question: str, seed: int = 0) -> Answered:
     record, fallback = task.record, False
     if not isinstance(record, Answer):
         record, fallback = fallback_answer(task, question), True
+    segs = task.facts.segments
+    if ENDS.search(question) and not record.note and record.ref and record.ref[0] in segs \
+            and segs[record.ref[0]].label == record.label:
+        # "When does she stop crying?" answered with a stretch of crying: say where it ends,
+        # as the rules do (the record names the stretch, the renderer its end)
+        record = record.model_copy(update={"note": prompts.fill(
+            prompts.load_yaml("render")["answer_ends"], asked=record.label,
+            end=f"{segs[record.ref[0]].end:.1f}")})
     text, withheld, times = render.answer(a, track, record, task.toolbox.results, seed=seed)
     return Answered(text, withheld, times, record, fallback)

@@ -133,25 +133,31 @@ def decision_schema(f: FaceFacts, labels: list[str], notes: dict[str, list[str]]
     return {"anyOf": [obj({"const": lab}, {"enum": ["", *notes.get(lab, [])]}) for lab in labels]}
 
 
-def _answer_object(label: dict, refs: list[str]) -> dict:
+def _answer_object(label: dict, refs: list[str], notes: list[str] | None = None) -> dict:
     return {"type": "object", "properties": {
         "label": label,
         "ref": _ids(refs, MAX_CITE),
-        "note": _text(NOTE_CHARS),
+        "note": _text(NOTE_CHARS) if notes is None else {"enum": ["", *notes]},
     }, "required": ["label", "ref", "note"], "additionalProperties": False}
 
 
-def answer_schema(refs: list[str], labels: list[str], segments: dict[str, str] | None = None) -> dict:
+def answer_schema(refs: list[str], labels: list[str], segments: dict[str, str] | None = None,
+                  notes: dict[str | None, list[str]] | None = None) -> dict:
     """An answer record citing `refs`. With `segments` (segment id -> its label), an answer
     that names an emotion cites only stretches of that emotion (events and tool results
     stay open to every answer): a happiness answer resting on sadness1 contradicts its own
     evidence. SFT v7 named happiness for "When does she start laughing?" and cited
-    sadness1, the first stretch of the clip."""
+    sadness1, the first stretch of the clip. With one label and `segments`, the answer names
+    that label. With `notes` (label or None -> sentences, answers.answer_remarks), with
+    `segments`, the note is one of its label's sentences or empty."""
     if not segments:
         return _answer_object({"anyOf": [{"enum": list(labels)}, {"type": "null"}]}, refs)
-    return {"anyOf": [*(_answer_object({"const": lab}, [r for r in refs if segments.get(r, lab) == lab])
-                        for lab in labels),
-                      _answer_object({"type": "null"}, refs)]}
+    some = notes is not None
+    branches = [_answer_object({"const": lab}, [r for r in refs if segments.get(r, lab) == lab],
+                               notes.get(lab, []) if some else None) for lab in labels]
+    if len(labels) == 1:  # the question names the reading (answers.asked_when): answer about it
+        return branches[0]
+    return {"anyOf": [*branches, _answer_object({"type": "null"}, refs, notes.get(None, []) if some else None)]}
 
 
 # Bounds keep a runaway number ("1111...", "6.2626...") out of a tool request: times

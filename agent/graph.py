@@ -31,7 +31,7 @@ from typing import Any, Literal, TypedDict
 import prompts
 from agent import engine, faithfulness, render
 from agent import evidence as ev
-from agent.answers import answer_of, fallback_answer, times_in
+from agent.answers import answer_of, answer_remarks, asked_when, fallback_answer, times_in
 from agent.backends import Backend, BackendError, Request, RulesBackend, TokenFn, make_backend
 from agent.decision import (
     Answer,
@@ -134,7 +134,10 @@ class Task:
         if self.kind == "decide":
             track = self.analysis.track(self.track_id)
             return decision_schema(self.facts, labels, faithfulness.true_remarks(self.analysis, track, labels))
-        return answer_schema(self.refs(), labels, self.segment_labels())
+        segs = self.segment_labels()
+        asked = asked_when(self.question, set(segs.values()))
+        return answer_schema(self.refs(), [asked] if asked else labels, segs,
+                             answer_remarks(self.question, labels))
 
     def request(self) -> Request:
         asked = times_in(self.question) if self.kind == "answer" and self.rounds == 0 else []

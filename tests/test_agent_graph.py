@@ -177,6 +177,30 @@ def test_a_question_about_a_time_looks_there_first():
     assert not ok({"tool": "moment", "args": {"t": 1.1}})  # a change is not one moment
 
 
+def test_a_when_question_naming_a_reading_is_answered_about_it():
+    """"When does the smile stop?" asks about the smile (the lexicon's negation of "stop
+    smiling" aside): the answer turn's schema lets the record name only happiness and cite
+    only its stretches, its note is one of that label's sentences, and the rendered answer
+    says where the smile ends. A question naming no reading keeps every label."""
+    from jsonschema import Draft202012Validator
+
+    reply = json.dumps({"label": "happiness", "ref": ["happiness1"], "note": ""})
+    be = ScriptedBackend([GOOD, reply])
+    s = ChatSession.start(explain(A, backend=be), backend=be)
+    ans = chat(s, "When does the smile stop?")
+    ok = Draft202012Validator(be.batches[1][0].schema).is_valid
+    assert ok({"label": "happiness", "ref": ["happiness1"], "note": ""})
+    assert ok({"label": "happiness", "ref": ["happiness1"], "note": "The person is smiling there."})
+    assert not ok({"label": "neutral", "ref": ["neutral1"], "note": ""})
+    assert not ok({"label": None, "ref": ["happiness1"], "note": ""})
+    assert not ok({"label": "happiness", "ref": ["happiness1"], "note": "It stops when she frowns."})
+    end = F0.segments["happiness1"].end
+    assert not ans.fallback_used and f"ends at about {end:.1f} s" in ans.text
+    be = ScriptedBackend([GOOD, json.dumps({"label": "neutral", "ref": ["neutral1"], "note": ""})])
+    ans = chat(ChatSession.start(explain(A, backend=be), backend=be), "Why do you read it that way?")
+    assert not ans.fallback_used and ans.record["label"] == "neutral"
+
+
 def test_chat_without_a_usable_reply_answers_from_the_rules():
     be = ScriptedBackend([GOOD, "{not json", "still not json"])
     s = ChatSession.start(explain(A, backend=be), backend=be)

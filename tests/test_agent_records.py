@@ -396,3 +396,22 @@ def test_a_decisions_note_is_a_remark_true_of_this_face_under_its_label():
     for bad in ({**rec, "label": "fear"}, {**rec, "note": "The face looks afraid."}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
+
+
+def test_an_answers_note_is_a_sentence_for_its_label():
+    """With the question's sentences (answers.answer_remarks) an answer's note is one of its
+    label's: a choice question's "It is crying, not smiling." only in a sadness answer."""
+    import jsonschema
+
+    from agent.answers import answer_remarks
+
+    segs = {"neutral1": "neutral", "happiness1": "happiness", "sadness1": "sadness"}
+    refs = [*segs, "W1"]
+    notes = answer_remarks("Is she smiling or crying at 3 s?", A.emotion_labels)
+    s = answer_schema(refs, A.emotion_labels, segs, notes)
+    jsonschema.validate({"label": "sadness", "ref": ["W1"], "note": "It is crying, not smiling."}, s)
+    jsonschema.validate({"label": None, "ref": ["W1"], "note": "The face never shows that."}, s)
+    for bad in ({"label": "happiness", "ref": ["W1"], "note": "It is crying, not smiling."},
+                {"label": "happiness", "ref": ["W1"], "note": "Smiling rather than looking on the side."}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, s)

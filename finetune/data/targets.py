@@ -123,12 +123,7 @@ def truth_decision(analysis: Analysis, track_id: int, *, label: str, aus: list[s
 
 
 # ------------------------------------------------------------------ questions
-VERBS = {  # how a person asks about each emotion
-    "happiness": ["smiling", "laughing"], "sadness": ["crying", "looking sad"],
-    "anger": ["frowning angrily", "looking angry"], "fear": ["looking afraid"],
-    "surprise": ["looking surprised"], "disgust": ["looking disgusted"],
-    "contempt": ["smirking"], "neutral": ["relaxing"],
-}
+VERBS = prompts.load_yaml("notes")["verbs"]  # how a person asks about each emotion
 NOUNS = {  # the same, as the thing that starts or stops ("When does the smile start?")
     "happiness": ["smile", "laughter"], "sadness": ["crying", "sadness"],
     "anger": ["anger", "frown"], "fear": ["fear"], "surprise": ["surprise"],
