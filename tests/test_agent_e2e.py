@@ -31,15 +31,10 @@ def _is_subsequence(small, big) -> bool:
 
 SYSTEMS = {"model": "transformers", "engine": "engine"}
 # What the fine-tuned model still gets wrong on the real media (docs/training.md, section 6).
-# Measured 2026-12-02 with the SFT v7 adapter; see docs/training.md.
-MODEL_GAPS: dict[str, str] = {
-    # Measured 2026-12-03 (session 10), once the decision record had to cite an event: on
-    # single_face.mp4 at 8 fps the explanation now cites AU12a and tells neutral ->
-    # happiness, and the chat's note for "What happens at second 2?" says "The face is at
-    # rest there." (withheld: neutral is not a segment there; the rendered answer is
-    # right). The chat's ship rule keeps the rules answering follow-ups by default.
-    "chat_moment": "SFT v7 writes 'The face is at rest there.' for a smile at 2 s (withheld)",
-}
+# Measured 2026-12-03 (session 11) with the SFT v8 adapter: nothing here. Session 10's
+# gap, v7's note "The face is at rest there." for a smile at 2 s, is gone: an answer's
+# note is now one of its label's sentences (agent.answers.answer_remarks).
+MODEL_GAPS: dict[str, str] = {}
 
 
 def _system(name: str, test: str):
