@@ -64,7 +64,9 @@ def test_a_valid_record_is_rendered_as_the_models_explanation():
     (req,) = be.batches[0]
     # The schema allows this face's record or a tool request, with this face's ids.
     final, tools = req.schema["anyOf"]
-    assert final["properties"]["cite"]["items"]["enum"] == list(F0.events)
+    # the record: one branch per label (its note among that label's true remarks)
+    assert [b["properties"]["label"]["const"] for b in final["anyOf"]] == A.emotion_labels
+    assert all(b["properties"]["cite"]["items"]["enum"] == list(F0.events) for b in final["anyOf"])
     assert {o["properties"]["tool"]["const"] for o in tools["anyOf"]} >= {"moment", "list_events"}
 
 
@@ -102,7 +104,8 @@ def test_tool_rounds_are_bounded():
     r = explain(A, backend=be)
     assert len(r.stats["tool_calls"]) == MAX_TOOL_ROUNDS
     last = be.batches[-1][0].schema
-    assert "anyOf" not in last  # no tool left to ask for: only the final record is allowed
+    # no tool left to ask for: only the final record (its label branches) is allowed
+    assert last == be.batches[0][0].schema["anyOf"][0]
     assert not r.explanations[0].fallback_used
 
 

@@ -48,7 +48,9 @@ def test_the_record_schema_goes_out_as_structured_output():
         fmt = first["response_format"]
         assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
         decision, tools = fmt["json_schema"]["schema"]["anyOf"]
-        assert decision["properties"]["arc"]["items"]["enum"] == list(F0.segments)
+        branches = decision["anyOf"]  # one per label, the note among that label's remarks
+        assert [b["properties"]["label"]["const"] for b in branches] == A.emotion_labels
+        assert all(b["properties"]["arc"]["items"]["enum"] == list(F0.segments) for b in branches)
         # The tool result went back as a user turn wrapped in <tool_response>.
         last = second["messages"][-1]
         assert last["role"] == "user" and last["content"].startswith("<tool_response>")
