@@ -64,6 +64,22 @@ def asked_when(question: str, present: set[str]) -> str | None:
     return next(iter(named)) if len(named) == 1 and named <= present else None
 
 
+# "Why happiness?", "what makes you say sadness?": the reasons for one reading.
+WHY = re.compile(r"\bwhy\b|\bwhat makes you say\b", re.I)
+
+
+def asked_why(question: str, present: set[str]) -> str | None:
+    """The one emotion a "why" question (not "why not") asks the reasons for, where the face
+    shows it: the answer rests on that reading's own pattern. SFT v8 answered "Why
+    happiness?" on WolfgangLanger_Pexels.mp4 with AU01, AU09 and AU23, from the crying."""
+    from agent.faithfulness import emotion_mentions
+
+    if not WHY.search(question) or WHY_NOT.search(question):
+        return None
+    named = {lab for _, lab, _ in emotion_mentions(question)}
+    return next(iter(named)) if len(named) == 1 and named <= present else None
+
+
 def answer_remarks(question: str, labels: list[str]) -> dict[str | None, list[str]]:
     """The sentences an answer's note is chosen among (prompts/notes.yaml, `answer`), by the
     label the answer names (None: it names none). SFT v8 answered "Is the person smiling at

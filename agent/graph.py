@@ -31,7 +31,14 @@ from typing import Any, Literal, TypedDict
 import prompts
 from agent import engine, faithfulness, render
 from agent import evidence as ev
-from agent.answers import answer_of, answer_remarks, asked_when, fallback_answer, times_in
+from agent.answers import (
+    answer_of,
+    answer_remarks,
+    asked_when,
+    asked_why,
+    fallback_answer,
+    times_in,
+)
 from agent.backends import Backend, BackendError, Request, RulesBackend, TokenFn, make_backend
 from agent.decision import (
     Answer,
@@ -135,8 +142,13 @@ class Task:
             track = self.analysis.track(self.track_id)
             return decision_schema(self.facts, labels, faithfulness.true_remarks(self.analysis, track, labels))
         segs = self.segment_labels()
-        asked = asked_when(self.question, set(segs.values()))
-        return answer_schema(self.refs(), [asked] if asked else labels, segs,
+        refs, asked = self.refs(), asked_when(self.question, set(segs.values()))
+        why = asked_why(self.question, set(segs.values()))
+        if why:  # the reasons for a reading: its stretches and the events of its own pattern
+            events, pattern = self.facts.events, ev.prototype_aus(why)
+            refs = [r for r in refs if r not in events or events[r].au in pattern]
+            asked = why
+        return answer_schema(refs, [asked] if asked else labels, segs,
                              answer_remarks(self.question, labels))
 
     def request(self) -> Request:

@@ -204,6 +204,23 @@ def test_a_when_question_naming_a_reading_is_answered_about_it():
     assert not ans.fallback_used and ans.record["label"] == "neutral"
 
 
+def test_the_reasons_for_a_reading_are_its_own_pattern():
+    """"Why happiness?" is answered from happiness's stretches and the events of its EMFACS
+    pattern (AU06, AU12), not a blink (AU45); "why not" questions are not narrowed."""
+    from jsonschema import Draft202012Validator
+
+    blink = next(i for i, e in F0.events.items() if e.au == "AU45")
+    be = ScriptedBackend([GOOD, json.dumps({"label": "happiness", "ref": SMILE_IDS[:1], "note": ""})])
+    ans = chat(ChatSession.start(explain(A, backend=be), backend=be), "Why happiness?")
+    ok = Draft202012Validator(be.batches[1][0].schema).is_valid
+    assert not ans.fallback_used and ok({"label": "happiness", "ref": SMILE_IDS, "note": ""})
+    assert not ok({"label": "happiness", "ref": [blink], "note": ""})
+    assert not ok({"label": "neutral", "ref": ["neutral1"], "note": ""})
+    be = ScriptedBackend([GOOD, json.dumps({"label": "happiness", "ref": [blink], "note": ""})])
+    chat(ChatSession.start(explain(A, backend=be), backend=be), "Why not surprise?")
+    assert Draft202012Validator(be.batches[1][0].schema).is_valid({"label": "happiness", "ref": [blink], "note": ""})
+
+
 def test_chat_without_a_usable_reply_answers_from_the_rules():
     be = ScriptedBackend([GOOD, "{not json", "still not json"])
     s = ChatSession.start(explain(A, backend=be), backend=be)
