@@ -56,12 +56,7 @@ def asked_when(question: str, present: set[str]) -> str | None:
     """The one emotion a "when" question asks about, where the face shows it: the answer
     names that reading (the negation of "stop crying" aside, it asks about crying). SFT v8
     answered "When does she stop crying?" with the laughter from 9.5 s, naming happiness."""
-    from agent.faithfulness import emotion_mentions
-
-    if not WHEN.search(question):
-        return None
-    named = {lab for _, lab, _ in emotion_mentions(question)}
-    return next(iter(named)) if len(named) == 1 and named <= present else None
+    return _one_reading(question, present) if WHEN.search(question) else None
 
 
 # "Why happiness?", "what makes you say sadness?": the reasons for one reading.
@@ -72,10 +67,14 @@ def asked_why(question: str, present: set[str]) -> str | None:
     """The one emotion a "why" question (not "why not") asks the reasons for, where the face
     shows it: the answer rests on that reading's own pattern. SFT v8 answered "Why
     happiness?" on WolfgangLanger_Pexels.mp4 with AU01, AU09 and AU23, from the crying."""
+    return _one_reading(question, present) if WHY.search(question) and not WHY_NOT.search(question) \
+        else None
+
+
+def _one_reading(question: str, present: set[str]) -> str | None:
+    """The one emotion the question names (negated or not), if the face shows it."""
     from agent.faithfulness import emotion_mentions
 
-    if not WHY.search(question) or WHY_NOT.search(question):
-        return None
     named = {lab for _, lab, _ in emotion_mentions(question)}
     return next(iter(named)) if len(named) == 1 and named <= present else None
 
@@ -118,10 +117,8 @@ def fallback_answer(task: Task, question: str) -> Answer:
     why_not, ends = WHY_NOT.search(question), ENDS.search(question)
     for _, lab, neg in emotion_mentions(question):
         segs = [i for i, s in f.segments.items() if s.label == lab]  # in time order
-        if ends and segs:  # the stretch that ends it: the last one of that reading
-            note = prompts.fill(prompts.load_yaml("render")["answer_ends"], asked=lab,
-                                end=f"{f.segments[segs[-1]].end:.1f}")
-            return Answer(ref=segs[-1:], label=lab, note=note)
+        if ends and segs:  # the last stretch of that reading; answer_of says where it ends
+            return Answer(ref=segs[-1:], label=lab)
         if why_not and neg and longest is not None and f.segments[longest].label != lab:
             # "Why not fear?": where that reading was seen, and what held longest instead.
             held = f.segments[longest].label
@@ -157,8 +154,8 @@ def answer_of(task: Task, question: str, seed: int = 0) -> Answered:
     segs = task.facts.segments
     if ENDS.search(question) and not record.note and record.ref and record.ref[0] in segs \
             and segs[record.ref[0]].label == record.label:
-        # "When does she stop crying?" answered with a stretch of crying: say where it ends,
-        # as the rules do (the record names the stretch, the renderer its end)
+        # "When does she stop crying?" answered with a stretch of crying (by the model or
+        # the rules): say where it ends (the record names the stretch, this its end)
         record = record.model_copy(update={"note": prompts.fill(
             prompts.load_yaml("render")["answer_ends"], asked=record.label,
             end=f"{segs[record.ref[0]].end:.1f}")})

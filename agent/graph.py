@@ -138,14 +138,14 @@ class Task:
 
     def final_schema(self) -> dict:
         labels = self.analysis.emotion_labels
+        f = self.facts
         if self.kind == "decide":
-            track = self.analysis.track(self.track_id)
-            return decision_schema(self.facts, labels, faithfulness.true_remarks(self.analysis, track, labels))
+            return decision_schema(f, labels, faithfulness.true_remarks(self.analysis, f.track, labels))
         segs = self.segment_labels()
         refs, asked = self.refs(), asked_when(self.question, set(segs.values()))
         why = asked_why(self.question, set(segs.values()))
         if why:  # the reasons for a reading: its stretches and the events of its own pattern
-            events, pattern = self.facts.events, ev.prototype_aus(why)
+            events, pattern = f.events, ev.prototype_aus(why)
             refs = [r for r in refs if r not in events or events[r].au in pattern]
             asked = why
         return answer_schema(refs, [asked] if asked else labels, segs,

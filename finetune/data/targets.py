@@ -14,7 +14,6 @@ agent accepts for that face.
 
 from __future__ import annotations
 
-import functools
 import random
 from dataclasses import dataclass
 
@@ -26,7 +25,6 @@ from tools.analysis import Analysis
 from tools.facs import NEUTRAL
 
 
-@functools.cache
 def _notes() -> dict:
     return prompts.load_yaml("notes")
 
@@ -123,7 +121,7 @@ def truth_decision(analysis: Analysis, track_id: int, *, label: str, aus: list[s
 
 
 # ------------------------------------------------------------------ questions
-VERBS = prompts.load_yaml("notes")["verbs"]  # how a person asks about each emotion
+VERBS = _notes()["verbs"]  # how a person asks about each emotion
 NOUNS = {  # the same, as the thing that starts or stops ("When does the smile start?")
     "happiness": ["smile", "laughter"], "sadness": ["crying", "sadness"],
     "anger": ["anger", "frown"], "fear": ["fear"], "surprise": ["surprise"],
