@@ -95,6 +95,19 @@ def _alt_sentence(analysis: Analysis, f: FaceFacts, d: Decision, ph: Phrases) ->
                    label=d.label)
 
 
+def _arc_readings(f: FaceFacts, d: Decision) -> list[tuple[str, list[tuple[float, float]]]]:
+    """The readings the arc tells besides the decided label, in order, with their spans."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for i in d.arc:
+        s = f.segments.get(i)
+        if s is None:
+            continue
+        label = told(s.label, d, f)
+        if label not in (d.label, NEUTRAL):
+            out.setdefault(label, []).append((s.start, s.end))
+    return list(out.items())
+
+
 def interpretation(analysis: Analysis, f: FaceFacts, d: Decision, ph: Phrases) -> str:
     t = f.track
     probs = ev.mean_emotions(analysis, t)
@@ -107,6 +120,14 @@ def interpretation(analysis: Analysis, f: FaceFacts, d: Decision, ph: Phrases) -
     if fits:
         parts.append(ph.pick("interp_cues" if _several(f, fits) else "interp_cue", cues=_cue_list(f, fits, ph),
                              label=d.label))
+    # A cited movement of another reading the arc tells is said to belong to it (crying
+    # then laughing: AU01 is the crying's, not a stray beside the smile).
+    for reading, spans in _arc_readings(f, d):
+        mine = [i for i in others if f.events[i].au in ev.prototype_aus(reading)]
+        if mine:
+            others = [i for i in others if i not in mine]
+            parts.append(ph.pick("interp_cues_arc", cues=_cue_list(f, mine, ph), other=reading,
+                                 verb="are" if _several(f, mine) else "is", spans=spans_text(spans)))
     if others:
         verb = "were" if _several(f, others) else "was"
         parts.append(ph.pick("interp_cues_outside" if fits else "interp_cues_none",

@@ -361,7 +361,7 @@ def test_cited_movements_outside_the_labels_pattern_are_not_said_to_point_to_it(
     said = e.interpretation.split(". ")
     points = next(s for s in said if f.events[fit[0]].au in s)  # "..., point to happiness"
     assert "happiness" in points and f.events[off[0]].au not in points
-    assert any(f.events[off[0]].au in s and "not part of that pattern" in s for s in said)
+    assert any(f.events[off[0]].au in s and "not part of the pattern of happiness" in s for s in said)
     only_off = render.explanation(A, T0, SMILE.model_copy(update={"cite": [off[0]]}))
     assert "point to" not in only_off.interpretation and "combine into" not in only_off.interpretation
     assert "outside the facial pattern of happiness" in only_off.interpretation
@@ -415,3 +415,23 @@ def test_an_answers_note_is_a_sentence_for_its_label():
                 {"label": "happiness", "ref": ["W1"], "note": "Smiling rather than looking on the side."}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, s)
+
+
+def test_a_cited_movement_of_another_reading_in_the_arc_is_said_to_belong_to_it():
+    """Crying then laughing: the demo said AU01 'was measured as well, but not part of that
+    pattern' beside the smile; it is the crying's, and the text says so with its span."""
+    t = A.track(1)
+    f = ev.facts(A, t)
+    surprise = next(i for i in f.segments if f.segments[i].label == "surprise")
+    brows = [i for i in f.events if f.events[i].au in {"AU02", "AU26"}]
+    d = Decision(label="contempt", conf=0.5, cite=brows, arc=[surprise], note="")
+    e = render.explanation(A, t, d)
+    s = f.segments[surprise]
+    assert (f"part of the facial pattern of surprise, which the face shows at "
+            f"{phrases.spans_text([(s.start, s.end)])}.") in e.interpretation
+    assert "not part of the pattern of contempt" not in e.interpretation
+    assert "outside the facial pattern of contempt" not in e.interpretation
+    # without that reading in the arc, they are outside the label's pattern as before
+    e2 = render.explanation(A, t, d.model_copy(update={"arc": []}))
+    assert "outside the facial pattern of contempt" in e2.interpretation
+    assert "facial pattern of surprise" not in e2.interpretation
