@@ -89,6 +89,9 @@ def test_conversations_and_split():
             d = parse_decision(msgs[-1]["content"], f, a.emotion_labels)
             assert d.label == r["label"]  # the truth, not the rules
             assert {f.events[i].au for i in d.cite} <= set(r["aus"])
+            # the label's own pattern is cited first (SFT v8 cited the crying, not the smile)
+            own = [f.events[i].au in ev.prototype_aus(d.label) for i in d.cite]
+            assert own == sorted(own, reverse=True)
         else:
             assert msgs[0] == answer_messages(a, r["track_id"], "?", None)[0]
             refs = [*f.segments, *f.events, "W1", "C1"]
