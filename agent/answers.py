@@ -79,9 +79,32 @@ def _one_reading(question: str, present: set[str]) -> str | None:
     return next(iter(named)) if len(named) == 1 and named <= present else None
 
 
-def answer_remarks(question: str, labels: list[str]) -> dict[str | None, list[str]]:
+# A moment whose leading reading has less probability than this is not said to "look
+# angry there": WolfgangLanger_Pexels.mp4 at 7 s (her hand over her face, between the
+# crying and the laughter) reads disgust at p=0.31, and v8 answered "The person looks
+# disgusted there." Such a moment gets a sentence that says the reading is weak.
+WEAK_READING = 0.4
+
+
+def moment_remarks(label: str, prob: float) -> list[str]:
+    """The sentences for a moment that reads as `label` with probability `prob`
+    (prompts/notes.yaml, `answer`): the label's own, or where the reading is weak, those
+    saying so. The training targets (finetune/data/targets.py) and the answer schema
+    (`answer_remarks`) both take them from here."""
+    bank = prompts.load_yaml("notes")["answer"]
+    return list(bank["moment"].get(label, []) if prob >= WEAK_READING else bank["weak"])
+
+
+def weak_readings(results: list[dict]) -> set[str]:
+    """The labels that lead a tool result's window only weakly (below WEAK_READING)."""
+    return {r["label"] for r in results
+            if r.get("label") and r.get("emotions", {}).get(r["label"], 1.0) < WEAK_READING}
+
+
+def answer_remarks(question: str, labels: list[str], weak: set[str] = frozenset()) -> dict[str | None, list[str]]:
     """The sentences an answer's note is chosen among (prompts/notes.yaml, `answer`), by the
-    label the answer names (None: it names none). SFT v8 answered "Is the person smiling at
+    label the answer names (None: it names none); for a label in `weak` (`weak_readings`)
+    the moment sentences say the reading is weak. SFT v8 answered "Is the person smiling at
     2 s?" with "Smiling rather than looking on the side of the face." in free text."""
     from agent.faithfulness import emotion_mentions
 
@@ -91,7 +114,7 @@ def answer_remarks(question: str, labels: list[str]) -> dict[str | None, list[st
     out: dict[str | None, list[str]] = {None: list(bank["absent"])}
     for lab in labels:
         yes = verbs.get(lab, [lab])[0]
-        out[lab] = [*bank["moment"].get(lab, []),
+        out[lab] = [*moment_remarks(lab, 0.0 if lab in weak else 1.0),
                     *(prompts.fill(c, yes=yes, no=verbs[x][0], Yes=yes[:1].upper() + yes[1:])
                       for x in sorted(named - {lab}) if x in verbs for c in bank["choice"])]
     return out

@@ -38,6 +38,7 @@ from agent.answers import (
     asked_why,
     fallback_answer,
     times_in,
+    weak_readings,
 )
 from agent.backends import Backend, BackendError, Request, RulesBackend, TokenFn, make_backend
 from agent.decision import (
@@ -148,8 +149,9 @@ class Task:
             events, pattern = f.events, ev.prototype_aus(why)
             refs = [r for r in refs if r not in events or events[r].au in pattern]
             asked = why
+        weak = weak_readings([t["result"] for t in self.tool_log])
         return answer_schema(refs, [asked] if asked else labels, segs,
-                             answer_remarks(self.question, labels))
+                             answer_remarks(self.question, labels, weak))
 
     def request(self) -> Request:
         asked = times_in(self.question) if self.kind == "answer" and self.rounds == 0 else []

@@ -435,3 +435,25 @@ def test_a_cited_movement_of_another_reading_in_the_arc_is_said_to_belong_to_it(
     e2 = render.explanation(A, t, d.model_copy(update={"arc": []}))
     assert "outside the facial pattern of contempt" in e2.interpretation
     assert "facial pattern of surprise" not in e2.interpretation
+
+
+def test_a_moment_that_reads_weakly_is_not_said_to_look_like_it():
+    """WolfgangLanger at 7 s (her hand over her face) reads disgust at p=0.31; v8 answered
+    "The person looks disgusted there." The schema now offers only the sentences that say the
+    reading is weak, for that label only."""
+    import jsonschema
+
+    from agent.answers import WEAK_READING, answer_remarks, moment_remarks, weak_readings
+
+    results = [{"id": "W1", "label": "disgust", "emotions": {"disgust": 0.31, "sadness": 0.2}},
+               {"id": "W2", "label": "happiness", "emotions": {"happiness": 0.9}}, {"id": "E1"}]
+    assert weak_readings(results) == {"disgust"}
+    assert moment_remarks("disgust", WEAK_READING) != moment_remarks("disgust", WEAK_READING - 0.01)
+    segs = {"disgust1": "disgust", "happiness1": "happiness"}
+    notes = answer_remarks("What happens at second 7?", A.emotion_labels, weak_readings(results))
+    s = answer_schema([*segs, "W1", "W2"], A.emotion_labels, segs, notes)
+    for weak in moment_remarks("disgust", 0.0):
+        jsonschema.validate({"label": "disgust", "ref": ["W1"], "note": weak}, s)
+    jsonschema.validate({"label": "happiness", "ref": ["W2"], "note": "The person is smiling there."}, s)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"label": "disgust", "ref": ["W1"], "note": "The person looks disgusted there."}, s)
