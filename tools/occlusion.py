@@ -32,20 +32,32 @@ REGIONS: dict[str, list[int]] = {
     "cheek_r": [50, 101, 118, 117, 123, 187, 205, 36, 142, 126],
     "cheek_l": [280, 330, 347, 346, 352, 411, 425, 266, 371, 355],
     "nose": [1, 2, 4, 5, 6, 19, 94, 98, 327, 168, 197, 195, 48, 278, 64, 294],
-    "mouth": [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39,
-              40, 185, 78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13,
-              82, 81, 80, 191],
+    # the lip body: each outer-contour point paired with the inner-contour point across
+    # the lip from it (LIP_INNER), sampled half way between them (`frame_features`)
+    "mouth": [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 146, 91, 181, 84, 17, 314, 405,
+              321, 375],
     "chin": [152, 148, 176, 149, 150, 377, 400, 378, 379, 175, 199, 200, 18, 32, 262, 421, 201],
 }
+# The inner lip contour, point for point across the lip from REGIONS["mouth"] (upper lip
+# corner to corner, then the lower lip). Sampled on the contours themselves, an open mouth
+# put half the points on teeth and the dark cavity: a broad toothy smile in
+# multi_face.jpg read as a covered mouth (score 0.58, AU12 dropped as unreliable), and the
+# hand over WolfgangLanger's mouth was found in 16 frames; at the lip body, in 43, still
+# none outside a labelled cover (docs/aus.md, Occlusion).
+LIP_INNER = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 95, 88, 178, 87, 14, 317, 402,
+             318, 324]
 REGION_NAMES = list(REGIONS)
 _IDX = np.concatenate([REGIONS[r] for r in REGION_NAMES])
+# the second point of each sample (the same point outside the mouth): samples are midpoints
+_IDX2 = np.concatenate([LIP_INNER if r == "mouth" else REGIONS[r] for r in REGION_NAMES])
 _SPLITS = np.cumsum([len(REGIONS[r]) for r in REGION_NAMES])[:-1]
 FEATURES_PER_REGION = 5  # mean R, G, B, edge energy, fraction of points inside the image
 
 
 def frame_features(rgb: np.ndarray, landmarks_px: np.ndarray) -> np.ndarray:
     h, w = rgb.shape[:2]
-    pts = np.asarray(landmarks_px)[_IDX, :2]
+    lm = np.asarray(landmarks_px)
+    pts = 0.5 * (lm[_IDX, :2] + lm[_IDX2, :2])
     inside = (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
     x = np.clip(np.rint(pts[:, 0]).astype(np.intp), 2, w - 3)
     y = np.clip(np.rint(pts[:, 1]).astype(np.intp), 2, h - 3)
