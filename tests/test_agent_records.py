@@ -457,3 +457,23 @@ def test_a_moment_that_reads_weakly_is_not_said_to_look_like_it():
     jsonschema.validate({"label": "happiness", "ref": ["W2"], "note": "The person is smiling there."}, s)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"label": "disgust", "ref": ["W1"], "note": "The person looks disgusted there."}, s)
+
+
+def test_a_flickering_cover_is_told_as_one_stretch():
+    """Under a moving hand the flag flickers frame to frame; WolfgangLanger's 2.5-5.3 s was
+    told as "2.5 s, 2.9-3.1 s, 3.2-3.3 s", the first three of its pieces."""
+    import numpy as np
+
+    from tools import timeline
+
+    t = T0
+    ts = np.asarray(t.timestamps)
+    occ = np.where((ts >= 2.0) & (ts < 3.0) & (np.arange(len(ts)) % 2 == 0), 0.9, 0.0)
+    t2 = t.model_copy(update={"occlusion": occ.astype(np.float32)})
+    assert len(timeline.occluded_spans(t2)) > 3
+    spans = ev.occluded_spans(t2)
+    assert len(spans) == 1 and abs(spans[0][0] - 2.0) < 0.05 and abs(spans[0][1] - 3.0) < 0.2
+    A2 = A.model_copy(update={"tracks": [t2, *A.tracks[1:]]})
+    e = render.explanation(A2, t2, SMILE)
+    assert f"within {phrases.spans_text(spans)}," in e.interpretation
+    assert "Part of the face is covered at " + phrases.spans_text(spans) in e.caption
