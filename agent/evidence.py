@@ -160,11 +160,17 @@ def mean_affect(track: Track, rows: np.ndarray | None = None) -> tuple[float, fl
 OCCLUDED_GAP_S = 0.5
 
 
-def occluded_spans(track: Track) -> list[tuple[float, float]]:
-    """The covered stretches as the text and the prompt tell them: tools.timeline's spans
-    (each frame lasting until the next), joined across gaps under OCCLUDED_GAP_S."""
+def occluded_spans(track: Track, join: bool = True) -> list[tuple[float, float]]:
+    """The covered stretches as the text tells them: tools.timeline's spans (each frame
+    lasting until the next), joined across gaps under OCCLUDED_GAP_S (`join`).
+
+    The prompt (`render_track`) keeps the pieces, as the shipped model was trained on
+    them: given WolfgangLanger's joined 2.5-5.3 s, SFT v8 left the crying out of the arc
+    (its caption opened "the person has a cheerful smile")."""
     from tools import timeline  # scipy: not at import, `facereason --help` imports this module
 
+    if not join:
+        return timeline.occluded_spans(track)
     out: list[tuple[float, float]] = []
     for a, b in timeline.occluded_spans(track):
         if out and a - out[-1][1] < OCCLUDED_GAP_S:
@@ -315,7 +321,7 @@ def render_track(analysis: Analysis, track: Track, reading: str | None = None) -
     """
     p = prompts.load_yaml("evidence")
     f = facts(analysis, track)
-    occ = occluded_spans(track)
+    occ = occluded_spans(track, join=False)
     occ_text = prompts.fill(p["occluded_spans"], spans=", ".join(
         _f(a) if b - a < 0.05 else f"{_f(a)}-{_f(b)}" for a, b in occ[:4])) if occ else ""
     val, aro = mean_affect(track)
