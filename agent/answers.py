@@ -86,19 +86,19 @@ def _one_reading(question: str, present: set[str]) -> str | None:
 WEAK_READING = 0.4
 
 
-def moment_remarks(label: str, prob: float) -> list[str]:
-    """The sentences for a moment that reads as `label` with probability `prob`
-    (prompts/notes.yaml, `answer`): the label's own, or where the reading is weak, those
-    saying so. The training targets (finetune/data/targets.py) and the answer schema
-    (`answer_remarks`) both take them from here."""
+def moment_remarks(label: str, weak: bool) -> list[str]:
+    """The sentences for a moment that reads as `label` (prompts/notes.yaml, `answer`): the
+    label's own, or where that reading is weak (`weak_readings`), those saying so. The
+    training targets (finetune/data/targets.py) and the answer schema (`answer_remarks`)
+    both take them from here."""
     bank = prompts.load_yaml("notes")["answer"]
-    return list(bank["moment"].get(label, []) if prob >= WEAK_READING else bank["weak"])
+    return list(bank["weak"] if weak else bank["moment"].get(label, []))
 
 
 def weak_readings(results: list[dict]) -> set[str]:
     """The labels that lead a tool result's window only weakly (below WEAK_READING)."""
     return {r["label"] for r in results
-            if r.get("label") and r.get("emotions", {}).get(r["label"], 1.0) < WEAK_READING}
+            if r.get("label") and r.get("emotions", {}).get(r["label"], 0.0) < WEAK_READING}
 
 
 def answer_remarks(question: str, labels: list[str], weak: set[str] = frozenset()) -> dict[str | None, list[str]]:
@@ -114,7 +114,7 @@ def answer_remarks(question: str, labels: list[str], weak: set[str] = frozenset(
     out: dict[str | None, list[str]] = {None: list(bank["absent"])}
     for lab in labels:
         yes = verbs.get(lab, [lab])[0]
-        out[lab] = [*moment_remarks(lab, 0.0 if lab in weak else 1.0),
+        out[lab] = [*moment_remarks(lab, lab in weak),
                     *(prompts.fill(c, yes=yes, no=verbs[x][0], Yes=yes[:1].upper() + yes[1:])
                       for x in sorted(named - {lab}) if x in verbs for c in bank["choice"])]
     return out

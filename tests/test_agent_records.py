@@ -448,11 +448,13 @@ def test_a_moment_that_reads_weakly_is_not_said_to_look_like_it():
     results = [{"id": "W1", "label": "disgust", "emotions": {"disgust": 0.31, "sadness": 0.2}},
                {"id": "W2", "label": "happiness", "emotions": {"happiness": 0.9}}, {"id": "E1"}]
     assert weak_readings(results) == {"disgust"}
-    assert moment_remarks("disgust", WEAK_READING) != moment_remarks("disgust", WEAK_READING - 0.01)
+    assert weak_readings([{"label": "disgust", "emotions": {"disgust": WEAK_READING}}]) == set()
+    assert weak_readings([{"label": "disgust", "emotions": {"disgust": WEAK_READING - 0.01}}]) == {"disgust"}
+    assert moment_remarks("disgust", True) != moment_remarks("disgust", False)
     segs = {"disgust1": "disgust", "happiness1": "happiness"}
     notes = answer_remarks("What happens at second 7?", A.emotion_labels, weak_readings(results))
     s = answer_schema([*segs, "W1", "W2"], A.emotion_labels, segs, notes)
-    for weak in moment_remarks("disgust", 0.0):
+    for weak in moment_remarks("disgust", True):
         jsonschema.validate({"label": "disgust", "ref": ["W1"], "note": weak}, s)
     jsonschema.validate({"label": "happiness", "ref": ["W2"], "note": "The person is smiling there."}, s)
     with pytest.raises(jsonschema.ValidationError):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import prompts
 from agent import engine, faithfulness
 from agent import evidence as ev
-from agent.answers import moment_remarks
+from agent.answers import moment_remarks, weak_readings
 from agent.decision import MAX_CITE, MAX_WHY, Answer, Decision, ToolRequest
 from tools.analysis import Analysis
 from tools.facs import NEUTRAL
@@ -160,7 +160,7 @@ def _moment_answer(analysis: Analysis, track_id: int, t: float, rng: random.Rand
 
     r = Toolbox(analysis, track_id).run(ToolRequest(tool="moment", args={"t": t}))
     lab = r.get("label") or NEUTRAL
-    note = rng.choice(moment_remarks(lab, r.get("emotions", {}).get(lab, 0.0)) or [""])
+    note = rng.choice(moment_remarks(lab, lab in weak_readings([r])) or [""])
     return Answer(ref=["W1"], label=lab, note=note), lab
 
 
