@@ -157,6 +157,19 @@ def test_wolfgang_events_and_crying_trap(wolfgang):
     assert r.intensity[cry, j].mean() < 0.6 * r.intensity[smile, j].mean()
 
 
+@pytest.mark.slow
+def test_crying_keeps_its_pressed_lips(wolfgang):
+    """The crying trap's leftover AU12 (~2) must not cancel the lip press the geometry
+    sees there: the look-alike rule is applied per source, not to their mean."""
+    s, lab = wolfgang, LABELS["WolfgangLanger_Pexels.mp4"]
+    r = aus.estimate(s.landmarks, s.blendshapes, s.pose, s.timestamps)
+    cry, smile = _mask(s.timestamps, lab["crying"]), _mask(s.timestamps, lab["clear"])
+    j = AU_CODES.index("AU24")
+    assert r.intensity[cry, j].mean() > 0.6
+    assert r.occurrence[cry, j].mean() > 0.3
+    assert r.occurrence[smile, j].mean() < 0.05  # broad smiles still do not light AU24
+
+
 def test_unreliable_aus_are_zeroed(faces):
     s = faces["single_face.mp4"]
     rel = np.ones((len(s.timestamps), len(AU_CODES)), np.uint8)

@@ -425,17 +425,22 @@ def estimate(landmarks: np.ndarray, blendshapes: np.ndarray, pose: np.ndarray,
     lift_au = 5.0 * np.clip((lift[:, 0] - lift_rest[0]) / LIFT_FULL, 0.0, 1.0)
     fused = np.zeros((n, K))
     for au, src in SOURCE.items():
-        j = AU_CODES.index(au)
-        fused[:, j] = {"geo": geo[:, j], "bs": bsa[:, j], "mean": 0.5 * (geo[:, j] + bsa[:, j])}[src]
+        if au not in EXPLAINED_BY:
+            j = AU_CODES.index(au)
+            fused[:, j] = {"geo": geo[:, j], "bs": bsa[:, j], "mean": 0.5 * (geo[:, j] + bsa[:, j])}[src]
     # Crying fires mouthSmile* together with brow lowering and closed eyes; the
     # geometry (lip corners actually moving up and out) has to agree for AU12.
     j12 = AU_CODES.index("AU12")
     fused[:, j12] = np.minimum(bsa[:, j12], lift_au + 0.5)
     fused[:, AU_CODES.index("AU25")] = lips_part(aligned)
     fused = np.nan_to_num(fused, nan=0.0)
-    before = fused.copy()
+    # The look-alike rule, per source: each signal keeps what the stronger action does
+    # not explain, then the sources combine. (Subtracting from their mean took twice the
+    # look-alike off the one signal that saw the action: the pressed lips of crying.)
     for au, by in EXPLAINED_BY.items():
-        fused[:, AU_CODES.index(au)] -= before[:, [AU_CODES.index(b) for b in by]].max(1)
+        j, look = AU_CODES.index(au), fused[:, [AU_CODES.index(b) for b in by]].max(1)
+        left = {name: np.clip(np.nan_to_num(x[:, j]) - look, 0.0, None) for name, x in (("geo", geo), ("bs", bsa))}
+        fused[:, j] = 0.5 * (left["geo"] + left["bs"]) if SOURCE[au] == "mean" else left[SOURCE[au]]
     fused = _median_time(fused, ts)
     j43, j45 = AU_CODES.index("AU43"), AU_CODES.index("AU45")
     fused[:, j43], fused[:, j45] = _split_closure(fused[:, j43], ts)
