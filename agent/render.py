@@ -372,7 +372,11 @@ def _scope(f: FaceFacts, a: Answer, tool_results: dict[str, dict]) -> tuple[floa
 
 
 def _answer_actions(f: FaceFacts, start: float, end: float, ph: Phrases) -> tuple[str, list[str]]:
-    ids = [i for i in f.events_in(start, end) if f.events[i].au != "AU45"]
+    """The strongest movements of a stretch, each with its peak: only events that peak
+    inside it (an event that merely touches its edge peaks, and is cited, elsewhere)."""
+    tol = ev.TIME_TOLERANCE_S
+    ids = [i for i in f.events_in(start, end)
+           if f.events[i].au != "AU45" and start - tol <= f.events[i].apex <= end + tol]
     seen, chosen = set(), []
     for i in ids:
         if f.events[i].au not in seen:

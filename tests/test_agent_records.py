@@ -11,7 +11,7 @@ import json
 import re
 
 import pytest
-from agent_synthetic import make_analysis
+from agent_synthetic import make_analysis, make_track
 
 from agent import evidence as ev
 from agent import phrases, render
@@ -247,6 +247,19 @@ def test_answers_name_the_time_and_what_the_face_does():
     text, withheld, _ = render.answer(A, T0, Answer(ref=["W1"], label=None, note="She is furious."),
                                       {"W1": window})
     assert "furious" not in text and withheld
+
+
+def test_a_stretch_is_described_only_by_movements_that_peak_inside_it():
+    # WolfgangLanger: the lips-part event starts 0.08 s after the crying ends and peaks
+    # at 12.4 s in the laughter; "the eyes close and the lips part (AU25 4.7)" was said
+    # of the crying.
+    t = make_track(0, 0.0, 8.0, events=[("AU43", 0.0, 1.5, 3.0, 5.0), ("AU25", 3.1, 6.5, 8.0, 4.7)],
+                   segments=[("sadness", 0.0, 3.0, 0.6), ("happiness", 3.1, 8.0, 0.8)])
+    a = make_analysis(faces=1).model_copy(update={"tracks": [t]})
+    text, _, _ = render.answer(a, t, Answer(ref=["sadness1"], label="sadness", note=""), {})
+    assert "AU43 5.0" in text and "AU25" not in text, text
+    text, _, _ = render.answer(a, t, Answer(ref=["happiness1"], label="happiness", note=""), {})
+    assert "AU25 4.7" in text and "AU43" not in text, text
 
 
 def test_subtitles_carry_each_caption_sentence_and_its_span():
