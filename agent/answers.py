@@ -59,6 +59,19 @@ def asked_when(question: str, present: set[str]) -> str | None:
     return _one_reading(question, present) if WHEN.search(question) else None
 
 
+def asked_about(question: str, present: set[str]) -> str | None:
+    """The one emotion a question is about, where the face shows it: that of a "when"
+    question (`asked_when`), or of any question that names one reading and no time and
+    does not ask "why not" (those answer with what held instead). SFT v8 answered "Are her
+    lips pressed while she cries?" with the laughter from 9.5 s. A question about a time
+    is answered from that moment, whatever it reads as."""
+    if WHEN.search(question):
+        return asked_when(question, present)
+    if times_in(question) or WHY_NOT.search(question):
+        return None
+    return _one_reading(question, present)
+
+
 # "Why happiness?", "what makes you say sadness?": the reasons for one reading.
 WHY = re.compile(r"\bwhy\b|\bwhat makes you say\b", re.I)
 

@@ -34,7 +34,7 @@ from agent import evidence as ev
 from agent.answers import (
     answer_of,
     answer_remarks,
-    asked_when,
+    asked_about,
     asked_why,
     fallback_answer,
     times_in,
@@ -143,7 +143,7 @@ class Task:
         if self.kind == "decide":
             return decision_schema(f, labels, faithfulness.true_remarks(self.analysis, f.track, labels))
         segs = self.segment_labels()
-        refs, asked = self.refs(), asked_when(self.question, set(segs.values()))
+        refs, asked = self.refs(), asked_about(self.question, set(segs.values()))
         why = asked_why(self.question, set(segs.values()))
         if why:  # the reasons for a reading: its stretches and the events of its own pattern
             events, pattern = f.events, ev.prototype_aus(why)

@@ -204,6 +204,26 @@ def test_a_when_question_naming_a_reading_is_answered_about_it():
     assert not ans.fallback_used and ans.record["label"] == "neutral"
 
 
+def test_any_question_naming_one_reading_is_answered_about_it():
+    """"Is the smile broad?" names one reading and no time: the answer names happiness and
+    cites its stretches (SFT v8 answered "Are her lips pressed while she cries?" with the
+    laughter). A question about a time, or naming two readings, keeps every label."""
+    from jsonschema import Draft202012Validator
+
+    def schema_for(question: str) -> dict:
+        be = ScriptedBackend([GOOD, CALL, json.dumps({"label": "happiness", "ref": ["happiness1"], "note": ""})])
+        chat(ChatSession.start(explain(A, backend=be), backend=be), question)
+        return be.batches[-1][0].schema
+
+    ok = Draft202012Validator(schema_for("Is the smile broad?")).is_valid
+    assert ok({"label": "happiness", "ref": ["happiness1"], "note": ""})
+    assert not ok({"label": "neutral", "ref": ["neutral1"], "note": ""})
+    assert not ok({"label": None, "ref": ["happiness1"], "note": ""})
+    for question in ("Is she smiling at second 3?", "Is she smiling or neutral?"):
+        ok = Draft202012Validator(schema_for(question)).is_valid
+        assert ok({"label": "neutral", "ref": ["neutral1"], "note": ""}), question
+
+
 def test_the_reasons_for_a_reading_are_its_own_pattern():
     """"Why happiness?" is answered from happiness's stretches and the events of its EMFACS
     pattern (AU06, AU12), not a blink (AU45); "why not" questions are not narrowed."""
