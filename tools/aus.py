@@ -83,7 +83,8 @@ SOURCE: dict[str, str] = {
 # that produces look-alike changes: a strong AU12 raises the upper lip and deepens
 # the nasolabial furrow (AU10-like) and stretches the lips (which the PLS reads as
 # AU23/AU24 and, with the cheek raise, AU09); AU06 narrows the eye from below
-# (AU07-like). Each AU here is reduced by the strongest of its look-alike sources.
+# (AU07-like). Each AU here is reduced by the strongest of its look-alike sources, in
+# each of its signals before they combine (`estimate`).
 EXPLAINED_BY: dict[str, tuple[str, ...]] = {
     "AU10": ("AU12",), "AU09": ("AU12",), "AU23": ("AU12",), "AU24": ("AU12",), "AU07": ("AU06",),
 }
