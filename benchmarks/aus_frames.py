@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from evals.classification import au_metrics  # noqa: E402
-from tools.analysis import Analysis  # noqa: E402
+from tools.analysis import Analysis, Track  # noqa: E402
 from tools.facs import AU_CODES  # noqa: E402
 from tools.video import VIDEO_SUFFIXES  # noqa: E402
 
@@ -90,8 +90,9 @@ def load_coded(path: str | Path = CODED) -> dict:
     return doc
 
 
-def _row(analysis: Analysis, frame: dict) -> tuple[np.ndarray, np.ndarray] | None:
-    """(intensity, occurrence) of the coded face in this frame, or None if no face matches."""
+def coded_face(analysis: Analysis, frame: dict) -> tuple[Track, int] | None:
+    """The track and row of the coded face (video: the row nearest the coded time;
+    stills: the face whose box holds the coded centre), or None if no face matches."""
     best = None
     for tr in analysis.tracks:
         if tr.aus is None or not len(tr.timestamps):
@@ -113,6 +114,15 @@ def _row(analysis: Analysis, frame: dict) -> tuple[np.ndarray, np.ndarray] | Non
     if best is None:
         return None
     _, tr, i = best
+    return tr, i
+
+
+def _row(analysis: Analysis, frame: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """(intensity, occurrence) of the coded face in this frame, or None if no face matches."""
+    hit = coded_face(analysis, frame)
+    if hit is None:
+        return None
+    tr, i = hit
     return np.asarray(tr.aus[i], float), np.asarray(tr.au_occurrence[i], float)
 
 
