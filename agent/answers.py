@@ -76,6 +76,29 @@ def asked_about(question: str, present: set[str]) -> str | None:
 WHY = re.compile(r"\bwhy\b|\bwhat makes you say\b", re.I)
 
 
+def asked_absent(question: str, present: set[str]) -> str | None:
+    """The one emotion a question names that no stretch of the face reads as ("Does she look
+    angry at any point?", "When does he start crying?" on a face that never cries), where
+    the question names no time and asks no "why" (a "why not" has its own rule in
+    `fallback_answer`; a "why" asks the reasons for the reading given). SFT v8 answered
+    "Does she look angry at any point?" on WolfgangLanger_Pexels.mp4 with the record label
+    anger and three brow and cheek events; the rules answered with her laughter, as if
+    nothing had been asked."""
+    from agent.faithfulness import emotion_mentions
+
+    if times_in(question) or WHY.search(question):
+        return None
+    named = {lab for _, lab, _ in emotion_mentions(question)}
+    return next(iter(named)) if len(named) == 1 and not named & present else None
+
+
+def never_note(asked: str, held: str) -> str:
+    """The sentence for a reading no stretch of the face shows: which reading holds longest
+    instead (prompts/render.yaml `answer_why_not_never`)."""
+    return prompts.fill(prompts.load_yaml("render")["answer_why_not_never"], asked=asked,
+                        Asked=asked.capitalize(), held=held)
+
+
 def asked_why(question: str, present: set[str]) -> str | None:
     """The one emotion a "why" question (not "why not") asks the reasons for, where the face
     shows it: the answer rests on that reading's own pattern. SFT v8 answered "Why
@@ -135,7 +158,8 @@ def answer_remarks(question: str, labels: list[str], weak: set[str] = frozenset(
 
 def fallback_answer(task: Task, question: str) -> Answer:
     """A rule-based answer when the model gave none: the two moments asked about compared,
-    else the one moment, else, for "when does X stop?", the last stretch of X, else, for
+    else the one moment, else, for a reading the face never shows, a sentence saying so and
+    what held longest, else, for "when does X stop?", the last stretch of X, else, for
     "why not X?", where X was seen and what held longest, else the segment of an emotion
     the question names, else the face's longest segment."""
     from agent.decision import ToolRequest
@@ -150,6 +174,9 @@ def fallback_answer(task: Task, question: str) -> Answer:
         r = task.toolbox.run(ToolRequest(tool="moment", args={"t": asked[0]}))
         return Answer(ref=[r["id"]] if "id" in r else [], label=r.get("label"))
     longest = max(f.segments, key=lambda i: f.segments[i].end - f.segments[i].start, default=None)
+    absent = asked_absent(question, {s.label for s in f.segments.values()})
+    if absent and longest is not None:  # "Does she look angry?" on a face that never does
+        return Answer(ref=[longest], label=None, note=never_note(absent, f.segments[longest].label))
     why_not, ends = WHY_NOT.search(question), ENDS.search(question)
     for _, lab, neg in emotion_mentions(question):
         segs = [i for i, s in f.segments.items() if s.label == lab]  # in time order
@@ -158,9 +185,8 @@ def fallback_answer(task: Task, question: str) -> Answer:
         if why_not and neg and longest is not None and f.segments[longest].label != lab:
             # "Why not fear?": where that reading was seen, and what held longest instead.
             held = f.segments[longest].label
-            key = "answer_why_not_brief" if segs else "answer_why_not_never"
-            note = prompts.fill(prompts.load_yaml("render")[key], asked=lab, Asked=lab.capitalize(),
-                                held=held)
+            note = prompts.fill(prompts.load_yaml("render")["answer_why_not_brief"], asked=lab,
+                                Asked=lab.capitalize(), held=held) if segs else never_note(lab, held)
             return Answer(ref=[*segs[:2], longest], label=held, note=note)
         if segs and not neg:
             return Answer(ref=segs[:2], label=lab)

@@ -160,6 +160,29 @@ def answer_schema(refs: list[str], labels: list[str], segments: dict[str, str] |
     return {"anyOf": [*branches, _answer_object({"type": "null"}, refs, notes.get(None, []) if some else None)]}
 
 
+def lead_with(schema: dict, first: list[str]) -> dict:
+    """An answer object's schema whose `ref` starts with one of `first` (a stretch of the
+    reading the question asks about): SFT v8 answered "Is she ever afraid?" on
+    WolfgangLanger_Pexels.mp4 naming fear and citing only the brow and cheek events it
+    cites for everything, none of them inside her two stretches of fear."""
+    ref = schema["properties"]["ref"]
+    if not first or "items" not in ref:
+        return schema
+    ref = {**ref, "prefixItems": [{"enum": list(first)}], "minItems": 1}
+    return {**schema, "properties": {**schema["properties"], "ref": ref}}
+
+
+def absent_schema(held: list[str], note: str) -> dict:
+    """The answer to a question about a reading no stretch of the face shows
+    (answers.asked_absent): it names no reading, says so in `note` (answers.never_note),
+    and cites the stretches of what it shows instead (`held`), at least one."""
+    return {"type": "object", "properties": {
+        "label": {"type": "null"},
+        "ref": _ids(held, MAX_CITE) | ({"minItems": 1} if held else {}),
+        "note": {"const": note},
+    }, "required": ["label", "ref", "note"], "additionalProperties": False}
+
+
 # Bounds keep a runaway number ("1111...", "6.2626...") out of a tool request: times
 # within 10 h to a tenth of a second, face ids below 1,000. An optional face id is left out: a conversation is about one face.
 _ARG_TYPES = {"number": {"type": "number", "minimum": 0, "maximum": 36000, "multipleOf": 0.1},

@@ -35,8 +35,10 @@ from agent.answers import (
     answer_of,
     answer_remarks,
     asked_about,
+    asked_absent,
     asked_why,
     fallback_answer,
+    never_note,
     times_in,
     weak_readings,
 )
@@ -45,9 +47,11 @@ from agent.decision import (
     Answer,
     Decision,
     RecordError,
+    absent_schema,
     answer_schema,
     decision_schema,
     is_tool_request,
+    lead_with,
     look_schema,
     parse_answer,
     parse_decision,
@@ -143,6 +147,9 @@ class Task:
         if self.kind == "decide":
             return decision_schema(f, labels, faithfulness.true_remarks(self.analysis, f.track, labels))
         segs = self.segment_labels()
+        if segs and (absent := asked_absent(self.question, set(segs.values()))):
+            held = f.segments[max(f.segments, key=lambda i: f.segments[i].end - f.segments[i].start)].label
+            return absent_schema([i for i, lab in segs.items() if lab == held], never_note(absent, held))
         refs, asked = self.refs(), asked_about(self.question, set(segs.values()))
         why = asked_why(self.question, set(segs.values()))
         if why:  # the reasons for a reading: its stretches and the events of its own pattern
@@ -150,8 +157,11 @@ class Task:
             refs = [r for r in refs if r not in events or events[r].au in pattern]
             asked = why
         weak = weak_readings([t["result"] for t in self.tool_log])
-        return answer_schema(refs, [asked] if asked else labels, segs,
-                             answer_remarks(self.question, labels, weak))
+        schema = answer_schema(refs, [asked] if asked else labels, segs,
+                               answer_remarks(self.question, labels, weak))
+        if asked and not why:  # "Is she ever afraid?": the answer opens on a stretch of fear
+            schema = lead_with(schema, [i for i, lab in segs.items() if lab == asked])
+        return schema
 
     def request(self) -> Request:
         asked = times_in(self.question) if self.kind == "answer" and self.rounds == 0 else []

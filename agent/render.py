@@ -332,8 +332,6 @@ def answer(analysis: Analysis, track: Track, a: Answer, tool_results: dict[str, 
             text, when = _tool_sentence(f, tool_results[ref], ph)
             facts_text.append(text)
             times += when
-    if not facts_text:
-        facts_text.append(ph.one("answer_nothing", track=track.track_id))
     withheld, lead = [], ""
     if a.note:
         # The emotions its sentence may name are those of the evidence it cites (or, citing
@@ -347,6 +345,8 @@ def answer(analysis: Analysis, track: Track, a: Answer, tool_results: dict[str, 
             withheld.append(f"the model's sentence {a.note!r} was withheld: {'; '.join(problems)}")
         else:
             lead = sentence(a.note if a.note.endswith((".", "!", "?")) else a.note + ".")
+    if not facts_text and not lead:  # a sentence that says what is absent needs no second one
+        facts_text.append(ph.one("answer_nothing", track=track.track_id))
     text = " ".join([lead, *facts_text]).strip()
     return text, withheld, times
 

@@ -133,6 +133,23 @@ def test_chat_answers_when_the_smile_starts(single, media, system):
 
 
 @pytest.mark.slow
+@_both("chat_absent")
+def test_chat_says_which_readings_never_show(single, media, system):
+    """single_face.mp4 rests, then smiles: "Does he look angry at any point?" is answered
+    with no reading and what holds instead; "Is he ever smiling?" from the smile."""
+    r = single[0] if system == "model" else explain(media("single_face.mp4"), fps=8, backend="engine")
+    s = ChatSession.start(r, backend=SYSTEMS[system])
+    t = r.analysis.tracks[0]
+    a = chat(s, "Does he look angry at any point?")
+    assert not a.fallback_used and a.answered_by == system and a.withheld == [], a.fallback_reason
+    assert a.record["label"] is None and a.text.startswith("No stretch of this face reads as anger"), a.text
+    b = chat(s, "Is he ever smiling?")
+    assert not b.fallback_used and b.record["label"] == "happiness", b.text
+    smile = next(x for x in t.segments if x.label == "happiness")
+    assert b.cited_times and abs(b.cited_times[0] - smile.start) <= 0.5, b.text
+
+
+@pytest.mark.slow
 @_both("question_in_explanation")
 def test_a_question_is_answered_in_the_explanation(media, system):
     r = explain(media("single_face.mp4"), fps=8, question="Is he really smiling at 2 s?",

@@ -224,6 +224,50 @@ def test_any_question_naming_one_reading_is_answered_about_it():
         assert ok({"label": "neutral", "ref": ["neutral1"], "note": ""}), question
 
 
+def test_a_question_naming_one_reading_opens_on_a_stretch_of_it():
+    """"Is the person ever smiling?" is answered from a stretch of the smile first: SFT v8
+    named fear for "Is she ever afraid?" and cited only brow and cheek events outside her
+    two stretches of fear. Events may follow the stretch."""
+    from jsonschema import Draft202012Validator
+
+    reply = json.dumps({"label": "happiness", "ref": ["happiness1", SMILE_IDS[0]], "note": ""})
+    be = ScriptedBackend([GOOD, reply])
+    ans = chat(ChatSession.start(explain(A, backend=be), backend=be), "Is the person ever smiling?")
+    ok = Draft202012Validator(be.batches[1][0].schema).is_valid
+    assert not ans.fallback_used and ans.text.startswith("From 2.0 to 6.0 s")
+    assert ok({"label": "happiness", "ref": ["happiness1", SMILE_IDS[0]], "note": ""})
+    assert not ok({"label": "happiness", "ref": SMILE_IDS, "note": ""})
+    assert not ok({"label": "happiness", "ref": [], "note": ""})
+
+
+def test_a_reading_the_face_never_shows_is_said_to_be_absent():
+    """"Does the person look angry at any point?" on a face that only rests and smiles: the
+    answer names no reading, says no stretch reads as anger and what holds longest, and
+    cites that stretch; by the model (the schema leaves it nothing else) as by the rules.
+    SFT v8 answered the question on WolfgangLanger_Pexels.mp4 with the record label anger."""
+    from jsonschema import Draft202012Validator
+
+    q = "Does the person look angry at any point?"
+    never = "No stretch of this face reads as anger; happiness holds longest."
+    reply = json.dumps({"label": None, "ref": ["happiness1"], "note": never})
+    be = ScriptedBackend([GOOD, reply])
+    ans = chat(ChatSession.start(explain(A, backend=be), backend=be), q)
+    ok = Draft202012Validator(be.batches[1][0].schema).is_valid
+    assert not ans.fallback_used and ans.answered_by == "model" and not ans.withheld
+    assert ans.text.startswith(never) and "(happiness, p=" in ans.text
+    assert not ok({"label": "anger", "ref": ["happiness1"], "note": never})
+    assert not ok({"label": None, "ref": ["neutral1"], "note": never})
+    assert not ok({"label": None, "ref": [], "note": never})
+    assert not ok({"label": None, "ref": ["happiness1"], "note": ""})
+    rules = chat(ChatSession.start(explain(A, backend="engine"), backend="engine"), q)
+    assert rules.answered_by == "engine" and rules.text == ans.text
+    assert rules.record == {"label": None, "ref": ["happiness1"], "note": never}
+    # a reading the face shows, or a moment asked about, keeps its own answer
+    s = ChatSession.start(explain(A, backend="engine"), backend="engine")
+    assert chat(s, "Is the person ever smiling?").record["label"] == "happiness"
+    assert chat(s, "Is the person angry at 3 s?").text.startswith("At 3.0 s")
+
+
 def test_the_reasons_for_a_reading_are_its_own_pattern():
     """"Why happiness?" is answered from happiness's stretches and the events of its EMFACS
     pattern (AU06, AU12), not a blink (AU45); "why not" questions are not narrowed."""

@@ -133,3 +133,33 @@ def test_the_arc_follows_the_true_order():
     # A subsequence of the truth, in its order.
     it = iter(ex.segment_order)
     assert all(lab in it for lab in told) and told
+
+
+def test_questions_about_a_reading_the_face_never_shows_are_taught_the_chats_answer():
+    """The targets of "absent" questions, and of an injected instruction naming a reading
+    the face never shows, are what the chat's schema admits for that question and what the
+    rules answer (agent.graph.Task.final_schema, agent.answers.fallback_answer): before
+    session 14 they cited nothing, while the chat now cites the reading that holds."""
+    import random
+
+    from jsonschema import Draft202012Validator
+
+    from agent import engine
+    from agent.answers import fallback_answer
+    from agent.graph import answer_task
+    from finetune.data import targets
+
+    seen = set()
+    for seed in range(60):
+        a, (ex, *_) = synthetic.make_clip(seed, scenario="single")
+        d = engine.decide(a, a.track(ex.track_id))
+        for qa in targets.questions(a, ex.track_id, d, random.Random(seed), n=12):
+            task = answer_task(a, ex.track_id, qa.question, d)
+            if qa.kind not in ("absent", "inject") or qa.answer.label is not None:
+                continue
+            seen.add(qa.kind)
+            assert qa.answer.note.startswith("No stretch of this face reads as"), qa
+            assert qa.answer.ref and Draft202012Validator(task.final_schema()).is_valid(
+                qa.answer.model_dump()), qa
+            assert fallback_answer(task, qa.question) == qa.answer, qa
+    assert seen == {"absent", "inject"}
