@@ -375,3 +375,29 @@ def test_real_follow_ups_score_the_answer_time_and_label_and_gate_the_chat():
     outs = followups.rule_outcomes([{**stop, "q": "When is she no longer neutral?"}])
     assert outs[0]["spans"] == [[0.0, 1.9]] and outs[0]["label"] == "neutral"
     assert outs[0]["text"].startswith("The last stretch of neutral ends at about 1.9 s.")
+
+
+def test_held_out_follow_ups_run_on_the_chats_schemas(tmp_path):
+    """The evaluation's answer tasks carry their question, so the model is scored on the
+    chat's own path: a question about a time must look there first, and one about a
+    reading the face never shows admits only the absent answer. Before session 14 they ran
+    without it (every question-dependent schema off)."""
+    from jsonschema import Draft202012Validator
+
+    from finetune import evaluate
+
+    builder.save(builder.synthetic_dataset(40, seed=5, test_share=0.5, question_share=1.0), tmp_path / "d")
+    rows = [r for r in builder.load(tmp_path / "d")["test"] if r["kind"] == "answer"]
+    tasks = evaluate._tasks(rows)
+    kinds = set()
+    for r, t in zip(rows, tasks, strict=True):
+        assert t.question and r["messages"][1]["content"].endswith(t.question)
+        target = json.loads(r["messages"][-1]["content"])
+        if target.get("note", "").startswith("No stretch of this face reads as"):
+            kinds.add("absent")
+            ok = Draft202012Validator(t.final_schema()).is_valid
+            assert ok(target) and not ok({**target, "label": "anger"}), t.question
+        if "tool" in r["messages"][2]["content"] and '"moment"' in r["messages"][2]["content"]:
+            kinds.add("moment")
+            assert t.request().schema["anyOf"][0]["properties"]["tool"] == {"const": "moment"}, t.question
+    assert kinds == {"absent", "moment"}
