@@ -32,6 +32,8 @@ import prompts
 from agent import engine, faithfulness, render
 from agent import evidence as ev
 from agent.answers import (
+    ENDS,
+    WHEN,
     answer_of,
     answer_remarks,
     asked_about,
@@ -160,7 +162,10 @@ class Task:
         schema = answer_schema(refs, [asked] if asked else labels, segs,
                                answer_remarks(self.question, labels, weak))
         if asked and not why:  # "Is she ever afraid?": the answer opens on a stretch of fear
-            schema = lead_with(schema, [i for i, lab in segs.items() if lab == asked])
+            stretches = [i for i, lab in segs.items() if lab == asked]  # in time order
+            if WHEN.search(self.question):  # "when does he start / stop smiling?": the first / last
+                stretches = stretches[-1:] if ENDS.search(self.question) else stretches[:1]
+            schema = lead_with(schema, stretches)
         return schema
 
     def request(self) -> Request:

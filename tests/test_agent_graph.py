@@ -16,7 +16,7 @@ from agent import ChatSession, chat, engine, explain
 from agent import evidence as ev
 from agent.backends import Backend, BackendError, Generation
 from agent.decision import Decision
-from agent.graph import MAX_TOOL_ROUNDS
+from agent.graph import MAX_TOOL_ROUNDS, answer_task, run_tasks
 
 A = make_analysis(faces=1)
 F0 = ev.facts(A, A.track(0))
@@ -238,6 +238,43 @@ def test_a_question_naming_one_reading_opens_on_a_stretch_of_it():
     assert ok({"label": "happiness", "ref": ["happiness1", SMILE_IDS[0]], "note": ""})
     assert not ok({"label": "happiness", "ref": SMILE_IDS, "note": ""})
     assert not ok({"label": "happiness", "ref": [], "note": ""})
+
+
+def test_when_a_reading_starts_or_stops_is_its_first_or_last_stretch():
+    """On a face with two stretches of one reading, "when does it start?" opens on the first
+    and "when does it stop?" on the last: v8 answered "When is he no longer frowning
+    angrily?" with the longest stretch of anger, not the last one (session 14's held-out
+    follow-ups)."""
+    from jsonschema import Draft202012Validator
+
+    from finetune.data import synthetic
+
+    for seed in range(200):
+        a, (ex, *_) = synthetic.make_clip(seed, long_share=1.0)
+        f = ev.facts(a, a.track(ex.track_id))
+        by = {}
+        for i, x in f.segments.items():
+            by.setdefault(x.label, []).append(i)
+        twice = [(lab, ids) for lab, ids in by.items() if len(ids) >= 2 and lab in ("happiness", "sadness")]
+        if twice:
+            break
+    else:
+        raise AssertionError("no synthetic face smiles or cries twice")
+    lab, (first, *_, last) = twice[0]
+    verb = {"happiness": "smiling", "sadness": "crying"}[lab]
+
+    def ok_for(question: str):
+        be = ScriptedBackend([json.dumps({"label": lab, "ref": [first], "note": ""})])
+        task = answer_task(a, ex.track_id, question, None)
+        run_tasks([task], be)
+        return Draft202012Validator(be.batches[0][0].schema["anyOf"][0]).is_valid
+
+    start = ok_for(f"When does the person start {verb}?")
+    assert start({"label": lab, "ref": [first], "note": ""}) and not start({"label": lab, "ref": [last], "note": ""})
+    stop = ok_for(f"When does the person stop {verb}?")
+    assert stop({"label": lab, "ref": [last], "note": ""}) and not stop({"label": lab, "ref": [first], "note": ""})
+    any_ = ok_for(f"Is the person {verb} broadly?")
+    assert any_({"label": lab, "ref": [last], "note": ""}) and any_({"label": lab, "ref": [first], "note": ""})
 
 
 def test_a_reading_the_face_never_shows_is_said_to_be_absent():
