@@ -247,7 +247,7 @@ def rule_answer_outcomes(rows: list[dict]) -> list[tuple[dict | None, dict | Non
     from agent.answers import fallback_answer
 
     out = []
-    for r, task in zip(rows, _tasks(rows), strict=True):
+    for task in _tasks(rows):
         ans = fallback_answer(task, task.question)
         out.append((task.tool_log[0] if task.tool_log else None, ans.model_dump()))
     return out
