@@ -138,7 +138,8 @@ def render_result_text(analysis: Analysis, explanations: list[Explanation], mess
     for e in explanations:
         t = analysis.track(e.track_id) if any(t.track_id == e.track_id
                                                for t in analysis.tracks) else None
-        span = f" ({t.start:.1f}-{t.end:.1f} s)" if t is not None else ""
+        # a still has no time span ("0.0-0.0 s" said nothing)
+        span = f" ({t.start:.1f}-{t.end:.1f} s)" if t is not None and t.n > 1 else ""
         blocks.append(f"### Face {e.track_id}{span}\n\n{e.to_text()}")
     return "\n\n".join(blocks)
 

@@ -78,3 +78,16 @@ def test_arc_runs_to_the_end_of_the_clip(analyses):
     last_long = [s for s in t.segments if s.end - s.start >= 0.05 * (t.end - t.start)][-1]
     arc = engine.decide(a, t).arc
     assert f.segments[arc[-1]].label == last_long.label and f.segments[arc[0]].label == t.segments[0].label
+
+
+def test_a_still_with_several_faces_heads_each_face_without_a_time_span(analyses):
+    """multi_face.jpg: five faces, one block each; a still has no time span (the header
+    read "Face 1 (0.0-0.0 s)"), and eyelids lowered in a still are not "a long closure"."""
+    from agent import explain
+
+    a = analyses("multi_face.jpg")
+    r = explain(a, backend="engine")
+    assert len(r.explanations) == len(a.tracks) >= 2
+    heads = [line for line in r.text.splitlines() if line.startswith("### Face")]
+    assert heads == [f"### Face {t.track_id}" for t in a.tracks]
+    assert "long eye closure" not in r.text
