@@ -163,3 +163,15 @@ def test_questions_about_a_reading_the_face_never_shows_are_taught_the_chats_ans
                 qa.answer.model_dump()), qa
             assert fallback_answer(task, qa.question) == qa.answer, qa
     assert seen == {"absent", "inject"}
+
+
+def test_the_words_questions_ask_with_are_read_as_their_reading():
+    """Every verb the targets ask about a reading with ("When does she start relaxing?") is
+    read by the lexicon as that reading, so the chat's schemas (agent.answers.asked_when)
+    apply to the question; "relaxing" was not, and v8 answered it with another stretch."""
+    from agent.faithfulness import emotion_mentions
+    from finetune.data import targets
+
+    for label, verbs in targets.VERBS.items():
+        for verb in verbs:
+            assert {lab for _, lab, _ in emotion_mentions(f"When does she start {verb}?")} == {label}, verb
