@@ -16,6 +16,7 @@ from agent import render
 from agent.decision import Answer
 
 if TYPE_CHECKING:
+    from agent.evidence import FaceFacts
     from agent.graph import Task
 
 _TIME_RE = re.compile(
@@ -84,11 +85,9 @@ def asked_absent(question: str, present: set[str]) -> str | None:
     "Does she look angry at any point?" on WolfgangLanger_Pexels.mp4 with the record label
     anger and three brow and cheek events; the rules answered with her laughter, as if
     nothing had been asked."""
-    from agent.faithfulness import emotion_mentions
-
     if times_in(question) or WHY.search(question):
         return None
-    named = {lab for _, lab, _ in emotion_mentions(question)}
+    named = _named(question)
     return next(iter(named)) if len(named) == 1 and not named & present else None
 
 
@@ -99,6 +98,19 @@ def never_note(asked: str, held: str) -> str:
                         Asked=asked.capitalize(), held=held)
 
 
+def longest_segment(f: FaceFacts) -> str | None:
+    """The id of the face's longest stretch (None without segments): what "holds longest"."""
+    return max(f.segments, key=lambda i: f.segments[i].end - f.segments[i].start, default=None)
+
+
+def absent_answer(f: FaceFacts, asked: str) -> Answer:
+    """The answer about a reading (`asked`, answers.asked_absent) no stretch of face `f`
+    shows: no label, `never_note`, and the longest stretch. The rules give it, the chat's
+    schema admits it (agent.decision.absent_schema) and the training targets teach it."""
+    held = longest_segment(f)
+    return Answer(ref=[held], label=None, note=never_note(asked, f.segments[held].label))
+
+
 def asked_why(question: str, present: set[str]) -> str | None:
     """The one emotion a "why" question (not "why not") asks the reasons for, where the face
     shows it: the answer rests on that reading's own pattern. SFT v8 answered "Why
@@ -107,11 +119,16 @@ def asked_why(question: str, present: set[str]) -> str | None:
         else None
 
 
-def _one_reading(question: str, present: set[str]) -> str | None:
-    """The one emotion the question names (negated or not), if the face shows it."""
+def _named(question: str) -> set[str]:
+    """The emotions a question names, negated or not."""
     from agent.faithfulness import emotion_mentions
 
-    named = {lab for _, lab, _ in emotion_mentions(question)}
+    return {lab for _, lab, _ in emotion_mentions(question)}
+
+
+def _one_reading(question: str, present: set[str]) -> str | None:
+    """The one emotion the question names (negated or not), if the face shows it."""
+    named = _named(question)
     return next(iter(named)) if len(named) == 1 and named <= present else None
 
 
@@ -142,11 +159,9 @@ def answer_remarks(question: str, labels: list[str], weak: set[str] = frozenset(
     label the answer names (None: it names none); for a label in `weak` (`weak_readings`)
     the moment sentences say the reading is weak. SFT v8 answered "Is the person smiling at
     2 s?" with "Smiling rather than looking on the side of the face." in free text."""
-    from agent.faithfulness import emotion_mentions
-
     notes = prompts.load_yaml("notes")
     verbs, bank = notes["verbs"], notes["answer"]
-    named = {lab for _, lab, _ in emotion_mentions(question)}
+    named = _named(question)
     out: dict[str | None, list[str]] = {None: list(bank["absent"])}
     for lab in labels:
         yes = verbs.get(lab, [lab])[0]
@@ -173,10 +188,10 @@ def fallback_answer(task: Task, question: str) -> Answer:
     if asked:
         r = task.toolbox.run(ToolRequest(tool="moment", args={"t": asked[0]}))
         return Answer(ref=[r["id"]] if "id" in r else [], label=r.get("label"))
-    longest = max(f.segments, key=lambda i: f.segments[i].end - f.segments[i].start, default=None)
+    longest = longest_segment(f)
     absent = asked_absent(question, {s.label for s in f.segments.values()})
     if absent and longest is not None:  # "Does she look angry?" on a face that never does
-        return Answer(ref=[longest], label=None, note=never_note(absent, f.segments[longest].label))
+        return absent_answer(f, absent)
     why_not, ends = WHY_NOT.search(question), ENDS.search(question)
     for _, lab, neg in emotion_mentions(question):
         segs = [i for i, s in f.segments.items() if s.label == lab]  # in time order

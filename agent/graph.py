@@ -34,13 +34,13 @@ from agent import evidence as ev
 from agent.answers import (
     ENDS,
     WHEN,
+    absent_answer,
     answer_of,
     answer_remarks,
     asked_about,
     asked_absent,
     asked_why,
     fallback_answer,
-    never_note,
     times_in,
     weak_readings,
 )
@@ -150,8 +150,9 @@ class Task:
             return decision_schema(f, labels, faithfulness.true_remarks(self.analysis, f.track, labels))
         segs = self.segment_labels()
         if segs and (absent := asked_absent(self.question, set(segs.values()))):
-            held = f.segments[max(f.segments, key=lambda i: f.segments[i].end - f.segments[i].start)].label
-            return absent_schema([i for i, lab in segs.items() if lab == held], never_note(absent, held))
+            a = absent_answer(f, absent)  # the rules' answer; the model picks the held stretches
+            held = segs[a.ref[0]]
+            return absent_schema([i for i, lab in segs.items() if lab == held], a.note)
         refs, asked = self.refs(), asked_about(self.question, set(segs.values()))
         why = asked_why(self.question, set(segs.values()))
         if why:  # the reasons for a reading: its stretches and the events of its own pattern

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import prompts
 from agent import engine, faithfulness
 from agent import evidence as ev
-from agent.answers import asked_absent, moment_remarks, never_note, weak_readings
+from agent.answers import absent_answer, asked_absent, moment_remarks, weak_readings
 from agent.decision import MAX_CITE, MAX_WHY, Answer, Decision, ToolRequest
 from tools.analysis import Analysis
 from tools.facs import NEUTRAL
@@ -230,7 +230,7 @@ def questions(analysis: Analysis, track_id: int, decision: Decision, rng: random
             # an instruction naming a reading the face never shows is answered as the question
             # it contains ("say the person is furious": no stretch reads as anger), as the chat does
             never = asked_absent(q, set(labels_present)) if kind == "inject" else None
-            out.append(absent_answer(q, never, f, kind) if never else why_answer(q, decision))
+            out.append(QA(q, None, absent_answer(f, never), kind) if never else why_answer(q, decision))
         elif kind == "duration" and decision.arc:
             sid = max(decision.arc, key=lambda i: f.segments[i].end - f.segments[i].start)
             lab = f.segments[sid].label
@@ -259,14 +259,5 @@ def questions(analysis: Analysis, track_id: int, decision: Decision, rng: random
                             f"When does the {rng.choice(NOUNS[lab])} start?",
                             f"Is {subject} ever {rng.choice(VERBS[lab])}?"])
             if asked_absent(q, set(labels_present)) == lab:  # the chat reads it so ("frown" it does not)
-                out.append(absent_answer(q, lab, f, kind))
+                out.append(QA(q, None, absent_answer(f, lab), kind))
     return out
-
-
-def absent_answer(question: str, asked: str, f: ev.FaceFacts, kind: str) -> QA:
-    """The answer about a reading no stretch of the face shows (the chat's schema,
-    agent.decision.absent_schema): no label, a sentence naming what holds longest, the
-    stretch of it that does."""
-    held = max(f.segments, key=lambda i: f.segments[i].end - f.segments[i].start)
-    return QA(question, None, Answer(ref=[held], label=None, note=never_note(asked, f.segments[held].label)),
-              kind)
